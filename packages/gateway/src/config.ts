@@ -1,0 +1,311 @@
+/**
+ * The only reader of process.env: every setting, its env var, default and documentation in one table,
+ * parsed into a frozen Config. Every invalid setting is reported together at boot.
+ */
+import { DEFAULT_KEY_PREFIX } from '@sse-gateway/publisher-sdk/protocol';
+
+export interface Config {
+  /** TCP port. Default 8080. */
+  readonly port: number;
+  /** Interface to bind. Default 127.0.0.1 (set 0.0.0.0 in containers). */
+  readonly host: string;
+  /** Redis URL; unset = the embedded in-memory engine (one node). */
+  readonly redisUrl: string | undefined;
+  /** Prefix of every Redis key and channel. Default `sse:`. */
+  readonly redisPrefix: string;
+  /** pino level. Default info. */
+  readonly logLevel: string;
+  /** Reconnect delay hinted to clients with `retry:`. Default 3000. */
+  readonly retryMs: number;
+  /** Extra random share of retryMs added per connection (0.5 = up to +50%), so reconnects spread out. */
+  readonly retryJitter: number;
+  /** Interval of the comment heartbeat. Default 15000. */
+  readonly heartbeatMs: number;
+  /** A write that makes no progress for this long is a timeout. Default 2000. */
+  readonly writeTimeoutMs: number;
+  /** Whether a write timeout closes the connection (the client resumes from history). Default true. */
+  readonly closeOnWriteTimeout: boolean;
+  /** Close a connection that received no event for this long; 0 = never. Default 30 min. */
+  readonly idleTimeoutMs: number;
+  /** Close connections older than this (minus up to 10% jitter) so clients rebalance; 0 = never. */
+  readonly maxConnectionAgeMs: number;
+  /** Unsent bytes a connection may hold before it is cut off as a slow consumer. Default 1 MiB. */
+  readonly maxBufferedBytes: number;
+  /** Events kept per topic (approximate on Redis); 0 = no length limit. Default 1000. */
+  readonly historyMaxLength: number;
+  /** Age after which events leave history; 0 = no age limit. Default 24 h. */
+  readonly historyMaxAgeMs: number;
+  /** Extra headers on every SSE response. */
+  readonly responseHeaders: Readonly<Record<string, string>>;
+  /** Origins allowed by CORS (exact match); empty = no CORS headers. `*` allows any origin without credentials. */
+  readonly corsOrigins: readonly string[];
+  /** Time over which connections are closed on shutdown. Default 10000. */
+  readonly drainMs: number;
+  /** gzip the stream for clients that accept it. Default false. */
+  readonly gzip: boolean;
+  /** Topics one connection may follow. Default 32. */
+  readonly maxTopicsPerConnection: number;
+  /** Largest `data` of one event, in bytes. Default 64 KiB. */
+  readonly maxPayloadBytes: number;
+  /** Most events in one publish batch. Default 100. */
+  readonly maxBatchSize: number;
+  /** Largest publish request body, in bytes. Default 1 MiB. */
+  readonly maxBodyBytes: number;
+}
+
+interface Setting<K extends keyof Config> {
+  readonly key: K;
+  readonly env: string;
+  readonly default: string | undefined;
+  readonly doc: string;
+  readonly parse: (raw: string) => Config[K];
+}
+
+class SettingError extends Error {}
+
+const integer =
+  (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  (raw: string): number => {
+    if (!/^\d+$/.test(raw.trim())) throw new SettingError(`must be a whole number, got "${raw}"`);
+    const value = Number(raw.trim());
+    if (value < min || value > max) throw new SettingError(`must be between ${min} and ${max}, got ${value}`);
+    return value;
+  };
+
+const fraction = (raw: string): number => {
+  const value = Number(raw.trim());
+  if (raw.trim() === '' || !Number.isFinite(value) || value < 0 || value > 1)
+    throw new SettingError(`must be a number from 0 to 1, got "${raw}"`);
+  return value;
+};
+
+const boolean = (raw: string): boolean => {
+  const value = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  if (['0', 'false', 'no', 'off'].includes(value)) return false;
+  throw new SettingError(`must be true or false, got "${raw}"`);
+};
+
+const text = (raw: string): string => raw;
+const optionalText = (raw: string): string | undefined => (raw.trim() === '' ? undefined : raw.trim());
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const logLevel = (raw: string): string => {
+  const value = raw.trim().toLowerCase();
+  if (!LOG_LEVELS.includes(value)) throw new SettingError(`must be one of ${LOG_LEVELS.join(', ')}`);
+  return value;
+};
+
+const redisUrl = (raw: string): string | undefined => {
+  const value = raw.trim();
+  if (value === '') return undefined;
+  if (!/^rediss?:\/\//.test(value)) throw new SettingError('must start with redis:// or rediss://');
+  try {
+    new URL(value);
+  } catch {
+    throw new SettingError('is not a valid URL');
+  }
+  return value;
+};
+
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const FORBIDDEN_HEADERS = ['connection', 'transfer-encoding', 'content-length', 'content-type', 'keep-alive', 'upgrade'];
+const headers = (raw: string): Record<string, string> => {
+  if (raw.trim() === '') return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new SettingError('must be a JSON object such as {"X-Frame-Options":"DENY"}');
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new SettingError('must be a JSON object of header names to string values');
+  const result: Record<string, string> = {};
+  for (const [name, value] of Object.entries(parsed)) {
+    if (!HEADER_NAME.test(name)) throw new SettingError(`"${name}" is not a valid header name`);
+    if (FORBIDDEN_HEADERS.includes(name.toLowerCase()))
+      throw new SettingError(`"${name}" is managed by the gateway and cannot be set`);
+    if (typeof value !== 'string' || /[\r\n\0]/.test(value))
+      throw new SettingError(`the value of "${name}" must be a string without CR, LF or NUL`);
+    result[name] = value;
+  }
+  return result;
+};
+
+const origins = (raw: string): string[] => {
+  const list = raw
+    .split(',')
+    .map((origin) => origin.trim())
+    .filter(Boolean);
+  for (const origin of list) {
+    if (origin === '*') continue;
+    let url: URL;
+    try {
+      url = new URL(origin);
+    } catch {
+      throw new SettingError(`"${origin}" is not an origin such as https://app.example.com`);
+    }
+    if (url.origin !== origin) throw new SettingError(`"${origin}" is not an origin; did you mean "${url.origin}"?`);
+  }
+  return list;
+};
+
+const MIB = 1024 * 1024;
+
+// biome-ignore lint/suspicious/noExplicitAny: a heterogeneous table of settings, each typed by its key
+const SETTINGS: readonly Setting<any>[] = [
+  { key: 'port', env: 'PORT', default: '8080', doc: 'TCP port', parse: integer(0, 65535) },
+  { key: 'host', env: 'HOST', default: '127.0.0.1', doc: 'interface to bind (0.0.0.0 in containers)', parse: text },
+  {
+    key: 'redisUrl',
+    env: 'REDIS_URL',
+    default: undefined,
+    doc: 'Redis URL; unset runs the embedded in-memory engine (single node)',
+    parse: redisUrl,
+  },
+  { key: 'redisPrefix', env: 'REDIS_PREFIX', default: DEFAULT_KEY_PREFIX, doc: 'prefix of Redis keys', parse: text },
+  { key: 'logLevel', env: 'LOG_LEVEL', default: 'info', doc: LOG_LEVELS.join('|'), parse: logLevel },
+  { key: 'retryMs', env: 'RETRY_MS', default: '3000', doc: 'reconnect delay hinted to clients', parse: integer(0) },
+  {
+    key: 'retryJitter',
+    env: 'RETRY_JITTER',
+    default: '0.5',
+    doc: 'random extra share of RETRY_MS per connection (0..1)',
+    parse: fraction,
+  },
+  { key: 'heartbeatMs', env: 'HEARTBEAT_MS', default: '15000', doc: 'comment heartbeat interval', parse: integer(50) },
+  {
+    key: 'writeTimeoutMs',
+    env: 'WRITE_TIMEOUT_MS',
+    default: '2000',
+    doc: 'a write with no progress for this long times out',
+    parse: integer(10),
+  },
+  {
+    key: 'closeOnWriteTimeout',
+    env: 'CLOSE_ON_WRITE_TIMEOUT',
+    default: 'true',
+    doc: 'close a connection whose write timed out',
+    parse: boolean,
+  },
+  {
+    key: 'idleTimeoutMs',
+    env: 'IDLE_TIMEOUT_MS',
+    default: String(30 * 60_000),
+    doc: 'close a connection with no event for this long (0 = never)',
+    parse: integer(0),
+  },
+  {
+    key: 'maxConnectionAgeMs',
+    env: 'MAX_CONNECTION_AGE_MS',
+    default: '0',
+    doc: 'close connections older than this, minus up to 10% jitter (0 = never)',
+    parse: integer(0),
+  },
+  {
+    key: 'maxBufferedBytes',
+    env: 'MAX_BUFFERED_BYTES',
+    default: String(MIB),
+    doc: 'unsent bytes per connection before it is cut off as a slow consumer',
+    parse: integer(1024),
+  },
+  {
+    key: 'historyMaxLength',
+    env: 'HISTORY_MAX_LENGTH',
+    default: '1000',
+    doc: 'events kept per topic (0 = no length limit)',
+    parse: integer(0),
+  },
+  {
+    key: 'historyMaxAgeMs',
+    env: 'HISTORY_MAX_AGE_MS',
+    default: String(24 * 3_600_000),
+    doc: 'age after which events leave history (0 = no age limit)',
+    parse: integer(0),
+  },
+  {
+    key: 'responseHeaders',
+    env: 'RESPONSE_HEADERS',
+    default: '',
+    doc: 'JSON object of extra headers on SSE responses',
+    parse: headers,
+  },
+  {
+    key: 'corsOrigins',
+    env: 'CORS_ORIGINS',
+    default: '',
+    doc: 'comma-separated origins allowed by CORS ("*" = any, without credentials)',
+    parse: origins,
+  },
+  { key: 'drainMs', env: 'DRAIN_MS', default: '10000', doc: 'time over which streams close on shutdown', parse: integer(0) },
+  { key: 'gzip', env: 'GZIP', default: 'false', doc: 'gzip streams for clients that accept it', parse: boolean },
+  {
+    key: 'maxTopicsPerConnection',
+    env: 'MAX_TOPICS_PER_CONNECTION',
+    default: '32',
+    doc: 'topics one connection may follow',
+    parse: integer(1, 256),
+  },
+  {
+    key: 'maxPayloadBytes',
+    env: 'MAX_PAYLOAD_BYTES',
+    default: String(64 * 1024),
+    doc: 'largest data of one event, in bytes',
+    parse: integer(1),
+  },
+  { key: 'maxBatchSize', env: 'MAX_BATCH_SIZE', default: '100', doc: 'most events per publish', parse: integer(1) },
+  {
+    key: 'maxBodyBytes',
+    env: 'MAX_BODY_BYTES',
+    default: String(MIB),
+    doc: 'largest publish request body, in bytes',
+    parse: integer(64),
+  },
+];
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads every setting from `env` (process.env by default); throws one ConfigError listing every problem. */
+export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env): Config {
+  const problems: string[] = [];
+  const config: Record<string, unknown> = {};
+  for (const setting of SETTINGS) {
+    const raw = env[setting.env] ?? setting.default;
+    if (raw === undefined) {
+      config[setting.key] = undefined;
+      continue;
+    }
+    try {
+      config[setting.key] = setting.parse(raw);
+    } catch (error) {
+      if (!(error instanceof SettingError)) throw error;
+      problems.push(`${setting.env} ${error.message}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config) as unknown as Config;
+}
+
+/** Builds a Config from defaults plus overrides, for tests and embedding. */
+export function configWith(overrides: Partial<Config> = {}): Config {
+  return Object.freeze({ ...loadConfig({}), ...overrides });
+}
+
+export function helpText(): string {
+  const width = Math.max(...SETTINGS.map((s) => s.env.length));
+  const lines = SETTINGS.map((s) => `  ${s.env.padEnd(width)}  ${s.doc}${s.default ? ` [${s.default}]` : ''}`);
+  return [
+    'sse-gateway: Server-Sent Events gateway',
+    '',
+    'Usage: sse-gateway [--help]',
+    '',
+    'Configuration is read from environment variables:',
+    ...lines,
+    '',
+  ].join('\n');
+}

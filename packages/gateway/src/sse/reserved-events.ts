@@ -1,0 +1,15 @@
+/**
+ * The gateway's own events, all under the reserved `gateway.` prefix that publishers cannot use.
+ * Documented in docs/protocol.md; pages listen for them with addEventListener.
+ */
+
+/** History could not serve the resume point: events may have been missed. Data: `{ topic, reason }`. */
+export const RESET_EVENT = 'gateway.reset';
+
+export type ResetReason =
+  /** The resume point fell out of history (length or age retention). */
+  | 'trimmed'
+  /** The topic's history was lost or recreated (Redis flush, eviction, failover, embedded engine restart). */
+  | 'stream-lost'
+  /** The resume point is ahead of history (Redis failed over to a replica missing recent writes). */
+  | 'ahead';
