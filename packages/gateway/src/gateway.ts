@@ -1,0 +1,99 @@
+/** Wires one gateway node: config -> engine -> hub -> app -> HTTP server, and its graceful shutdown. */
+import type { AddressInfo } from 'node:net';
+import { type ServerType, serve } from '@hono/node-server';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { createEngine } from './engine/index.js';
+import type { Engine } from './engine/engine.js';
+import { createApp } from './http/app.js';
+import { Hub } from './hub/hub.js';
+import { createLogger } from './logger.js';
+import { createMetrics, type GatewayMetrics } from './metrics.js';
+
+export interface Gateway {
+  readonly config: Config;
+  readonly engine: Engine;
+  readonly hub: Hub;
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
+  /** The port actually bound (useful with PORT=0). */
+  readonly port: number;
+  readonly url: string;
+  /** Sends a new reconnect hint to every client (with the configured jitter). */
+  setRetry(retryMs: number): void;
+  /** Readiness off, stop accepting, close streams spread over `drainMs` (default: config), stop the engine. */
+  close(drainMs?: number): Promise<void>;
+}
+
+export interface GatewayOptions {
+  readonly logger?: Logger;
+  /** Replaces the engine chosen from config (tests). */
+  readonly engine?: Engine;
+}
+
+/** Node's default would keep idle keep-alive sockets (and thus shutdown) waiting; SSE does not need them. */
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+
+export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const engine = options.engine ?? createEngine(config, logger);
+  const metrics = createMetrics();
+  const hub = new Hub({
+    engine,
+    logger,
+    metrics,
+    heartbeatMs: config.heartbeatMs,
+    writeTimeoutMs: config.writeTimeoutMs,
+    closeOnWriteTimeout: config.closeOnWriteTimeout,
+    idleTimeoutMs: config.idleTimeoutMs,
+  });
+  metrics.observe({
+    connections: () => hub.connectionCount,
+    topics: () => hub.topicCount,
+    engineReady: () => engine.isReady(),
+    engineStats: () => (engine as { stats?: Record<string, number> }).stats ?? {},
+  });
+  await hub.start();
+  const app = createApp({ config, engine, hub, metrics, logger });
+
+  const server = await listen(app.fetch, config);
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // SSE responses live for hours: Node's per-request timeout must not cut them.
+  server.requestTimeout = 0;
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  logger.info({ url, engine: engine.kind }, 'gateway listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    config,
+    engine,
+    hub,
+    metrics,
+    logger,
+    port,
+    url,
+    setRetry(retryMs) {
+      hub.broadcastRetry(retryMs, () => config.retryJitter * Math.random());
+    },
+    close(drainMs = config.drainMs) {
+      closing ??= (async () => {
+        const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        await hub.drain(drainMs);
+        await hub.close();
+        server.closeIdleConnections?.();
+        await serverClosed;
+        await engine.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+function listen(fetch: Parameters<typeof serve>[0]['fetch'], config: Config): Promise<ServerType & import('node:http').Server> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch, port: config.port, hostname: config.host }) as ServerType & import('node:http').Server;
+    server.once('listening', () => resolve(server));
+    server.once('error', reject);
+  });
+}

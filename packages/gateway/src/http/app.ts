@@ -1,0 +1,111 @@
+/** THE EDGE: hono routes, CORS, body limits, and every error mapped to `{ "error": { code, message } }` once. */
+import type { HttpBindings } from '@hono/node-server';
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Engine } from '../engine/engine.js';
+import type { Hub } from '../hub/hub.js';
+import type { GatewayMetrics } from '../metrics.js';
+import { Cors } from './cors.js';
+import { errorBody, GatewayError } from './errors.js';
+import { createEventsRoute } from './events-route.js';
+import { createPublishRoute } from './publish-route.js';
+
+export interface AppDeps {
+  readonly config: Config;
+  readonly engine: Engine;
+  readonly hub: Hub;
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
+  readonly random?: () => number;
+}
+
+type Env = { Bindings: HttpBindings };
+
+export function createApp(deps: AppDeps): Hono<Env> {
+  const { config, engine, hub, metrics } = deps;
+  const log = deps.logger.child({ mod: 'http' });
+  const cors = new Cors(config);
+  const app = new Hono<Env>();
+
+  app.use('*', async (c, next) => {
+    const origin = c.req.header('origin');
+    if (c.req.method === 'OPTIONS') {
+      if (!origin || !cors.isAllowed(origin)) {
+        throw new GatewayError(403, 'origin_not_allowed', 'this origin is not allowed by CORS_ORIGINS');
+      }
+      return c.body(null, 204, cors.preflightHeaders(origin, c.req.header('access-control-request-headers')));
+    }
+    await next();
+    for (const [name, value] of Object.entries(cors.responseHeaders(origin))) c.header(name, value);
+  });
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.get('/readyz', (c) => {
+    if (hub.draining) return c.json({ status: 'draining' }, 503);
+    if (!engine.isReady()) return c.json({ status: 'engine-unavailable', engine: engine.kind }, 503);
+    return c.json({ status: 'ready', engine: engine.kind });
+  });
+  app.get('/metrics', async (c) => {
+    c.header('Content-Type', metrics.registry.contentType);
+    return c.body(await metrics.registry.metrics());
+  });
+  app.get('/stats', (c) => {
+    const topics = c.req.queries('topic') ?? [];
+    return c.json({
+      connections: hub.connectionCount,
+      topics: hub.topicCount,
+      consumers: Object.fromEntries(topics.map((topic) => [topic, hub.consumers(topic)])),
+    });
+  });
+  app.get('/events', createEventsRoute({ config, hub, engine, cors, logger: deps.logger, random: deps.random ?? Math.random }));
+  app.post(
+    '/publish',
+    bodyLimit({
+      maxSize: config.maxBodyBytes,
+      onError: () => {
+        throw new GatewayError(413, 'body_too_large', `the request body is larger than ${config.maxBodyBytes} bytes`);
+      },
+    }),
+    createPublishRoute({ config, engine, metrics, logger: deps.logger }),
+  );
+
+  const routes: Record<string, string> = {
+    '/healthz': 'GET',
+    '/readyz': 'GET',
+    '/metrics': 'GET',
+    '/stats': 'GET',
+    '/events': 'GET',
+    '/publish': 'POST',
+  };
+  for (const [path, method] of Object.entries(routes)) {
+    app.all(path, (c) => {
+      throw new GatewayError(405, 'method_not_allowed', `${c.req.method} is not allowed on ${path}; use ${method}`, {
+        Allow: `${method}, OPTIONS`,
+      });
+    });
+  }
+
+  app.notFound((c) => {
+    metrics.rejectedRequests.inc({ code: 'not_found' });
+    return c.json(errorBody('not_found', `no route for ${c.req.method} ${c.req.path}`), 404);
+  });
+
+  app.onError((error, c) => {
+    if (error instanceof GatewayError) {
+      metrics.rejectedRequests.inc({ code: error.code });
+      return c.json(errorBody(error.code, error.message), error.status, error.headers);
+    }
+    if (error instanceof HTTPException) {
+      const status = error.status;
+      metrics.rejectedRequests.inc({ code: 'bad_request' });
+      return c.json(errorBody('bad_request', error.message || 'bad request'), status);
+    }
+    log.error({ err: error, path: c.req.path }, 'unhandled error');
+    return c.json(errorBody('internal_error', 'internal error'), 500);
+  });
+
+  return app;
+}

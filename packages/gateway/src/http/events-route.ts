@@ -1,0 +1,97 @@
+/**
+ * GET /events: validates the request, then writes the SSE response straight to Node's ServerResponse
+ * (hono's web-stream SSE helper costs a promise per write per connection) and hands it to the hub.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Writable } from 'node:stream';
+import { constants as zlibConstants, createGzip } from 'node:zlib';
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import type { Context } from 'hono';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Engine } from '../engine/engine.js';
+import { Connection } from '../hub/connection.js';
+import type { Hub } from '../hub/hub.js';
+import { encodeRetry } from '../sse/frame.js';
+import { SSE_HEADERS } from '../sse/headers.js';
+import type { Cors } from './cors.js';
+import { GatewayError } from './errors.js';
+import { parseLastEventId, parseTopics } from './subscribe-request.js';
+
+export interface EventsRouteDeps {
+  readonly config: Config;
+  readonly hub: Hub;
+  readonly engine: Engine;
+  readonly cors: Cors;
+  readonly logger: Logger;
+  /** Random source for retry and max-age jitter (injectable for tests). */
+  readonly random: () => number;
+}
+
+/** Share of MAX_CONNECTION_AGE_MS taken off at random, so connections opened together do not all close together. */
+const MAX_AGE_JITTER = 0.1;
+
+export function createEventsRoute(deps: EventsRouteDeps) {
+  const { config, hub, engine, cors } = deps;
+  const log = deps.logger.child({ mod: 'events' });
+  let nextConnectionId = 1;
+
+  return (c: Context<{ Bindings: HttpBindings }>) => {
+    if (hub.draining) {
+      throw new GatewayError(503, 'draining', 'this node is shutting down; reconnect to another', { 'Retry-After': '1' });
+    }
+    if (!engine.isReady()) {
+      throw new GatewayError(503, 'engine_unavailable', 'the event store is unreachable; retry shortly', {
+        'Retry-After': '1',
+      });
+    }
+    const topics = parseTopics(c.req.queries('topic'), config.maxTopicsPerConnection);
+    const resume = parseLastEventId(c.req.header('last-event-id') ?? c.req.query('lastEventId'), topics);
+
+    const { incoming, outgoing } = c.env;
+    const useGzip = config.gzip && /\bgzip\b/.test(c.req.header('accept-encoding') ?? '');
+    outgoing.writeHead(200, {
+      ...config.responseHeaders,
+      ...cors.responseHeaders(c.req.header('origin')),
+      ...SSE_HEADERS,
+      ...(useGzip ? { 'Content-Encoding': 'gzip', Vary: 'Accept-Encoding' } : {}),
+    });
+    const output = useGzip ? pipeThroughGzip(outgoing) : outgoing;
+    const now = Date.now();
+    const connection = new Connection({
+      id: nextConnectionId++,
+      topics,
+      positions: resume ? [...resume] : topics.map(() => ({ epoch: '', ms: 0, seq: 0 })),
+      response: outgoing,
+      output,
+      maxBufferedBytes: config.maxBufferedBytes,
+      now,
+      closeAt: config.maxConnectionAgeMs > 0 ? now + config.maxConnectionAgeMs * (1 - MAX_AGE_JITTER * deps.random()) : Infinity,
+      remoteAddress: incoming.socket.remoteAddress,
+    });
+    output.write(encodeRetry(config.retryMs * (1 + config.retryJitter * deps.random())));
+    watchClientHangUp(incoming, outgoing, connection);
+    log.info(
+      { conn: connection.id, topics, resumed: resume !== undefined, ip: connection.remoteAddress },
+      'connection opened',
+    );
+    void hub.open(connection, resume);
+    return RESPONSE_ALREADY_SENT;
+  };
+}
+
+function pipeThroughGzip(response: ServerResponse): Writable {
+  // SYNC_FLUSH after every write: each event reaches the client now, not when the deflate window fills.
+  const gzip = createGzip({ flush: zlibConstants.Z_SYNC_FLUSH });
+  gzip.pipe(response);
+  response.once('close', () => gzip.destroy());
+  return gzip;
+}
+
+function watchClientHangUp(incoming: IncomingMessage, outgoing: ServerResponse, connection: Connection): void {
+  const hangUp = () => connection.close('client-closed');
+  outgoing.once('close', hangUp);
+  incoming.once('error', hangUp);
+  outgoing.once('error', hangUp);
+}

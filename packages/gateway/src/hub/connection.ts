@@ -1,0 +1,220 @@
+/**
+ * One SSE client. Writes pre-encoded bytes straight to Node's ServerResponse (or its gzip stream),
+ * remembers the last position sent per topic so ids resume every topic exactly, and holds live events
+ * in a bounded queue while history replays. No timers, streams or encoding of its own on the hot path:
+ * the hub's single sweep checks budgets and timeouts.
+ */
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
+import {
+  comparePositions,
+  formatPosition,
+  MULTI_TOPIC_SEPARATOR,
+  type Position,
+} from '@sse-gateway/publisher-sdk/protocol';
+import { encodeFrame, encodeRetry, HEARTBEAT } from '../sse/frame.js';
+import { RESET_EVENT, type ResetReason } from '../sse/reserved-events.js';
+import type { Delivery } from './delivery.js';
+
+export type CloseReason =
+  | 'client-closed'
+  | 'slow-consumer'
+  | 'write-timeout'
+  | 'idle-timeout'
+  | 'max-age'
+  | 'shutdown'
+  | 'error';
+
+export interface ConnectionOptions {
+  readonly id: number;
+  /** Sorted, unique topic names. */
+  readonly topics: readonly string[];
+  /** Last position seen per topic (aligned with `topics`); ORIGIN-like when starting fresh. */
+  readonly positions: Position[];
+  readonly response: ServerResponse;
+  /** Where bytes go: the response itself, or a gzip stream piped into it. */
+  readonly output: Writable;
+  readonly maxBufferedBytes: number;
+  readonly now: number;
+  /** Absolute time after which the hub's sweep closes the connection (max age); Infinity = never. */
+  readonly closeAt: number;
+  readonly remoteAddress: string | undefined;
+}
+
+export class Connection {
+  readonly id: number;
+  readonly topics: readonly string[];
+  readonly positions: Position[];
+  readonly response: ServerResponse;
+  readonly socket: Socket;
+  readonly output: Writable;
+  readonly openedAt: number;
+  readonly closeAt: number;
+  readonly remoteAddress: string | undefined;
+  readonly #maxBufferedBytes: number;
+  /** Formatted positions, so a multi-topic id is a join, not a re-format of every topic. */
+  readonly #idParts: string[];
+
+  /** Live deliveries waiting while history replays; null once live. */
+  #pending: Delivery[] | null = [];
+  #pendingBytes = 0;
+  closed = false;
+  closeReason: CloseReason | undefined;
+  eventsSent = 0;
+  /** Set on every write, cleared by the heartbeat round: traffic doubles as a heartbeat. */
+  wroteSinceHeartbeat = false;
+  /** Time the sweep last saw `eventsSent` change, for the idle timeout (no clock reads per event). */
+  lastEventAt: number;
+  eventsSeenBySweep = 0;
+  /** Write-progress tracking for the write timeout, updated by the sweep only. */
+  stalledSince = 0;
+  flushedMark = -1;
+  /** Called once when the connection closes, whatever the reason. */
+  onClose: ((connection: Connection) => void) | undefined;
+
+  constructor(options: ConnectionOptions) {
+    this.id = options.id;
+    this.topics = options.topics;
+    this.positions = options.positions;
+    this.response = options.response;
+    this.socket = options.response.socket as Socket;
+    this.output = options.output;
+    this.#maxBufferedBytes = options.maxBufferedBytes;
+    this.openedAt = options.now;
+    this.lastEventAt = options.now;
+    this.closeAt = options.closeAt;
+    this.remoteAddress = options.remoteAddress;
+    this.#idParts = options.positions.map(formatPosition);
+  }
+
+  get isLive(): boolean {
+    return this.#pending === null;
+  }
+
+  /** Bytes accepted but not yet handed to the kernel. */
+  get bufferedBytes(): number {
+    const response = this.response.writableLength;
+    return this.output === this.response ? response : response + this.output.writableLength;
+  }
+
+  /** Hot path: called by the hub for every publication of one of this connection's topics. */
+  deliver(delivery: Delivery): void {
+    if (this.#pending === null) {
+      this.#writeDelivery(delivery);
+      return;
+    }
+    this.#pending.push(delivery);
+    this.#pendingBytes += delivery.body.length;
+    if (this.#pendingBytes > this.#maxBufferedBytes) this.close('slow-consumer');
+  }
+
+  /** Writes a replayed event from history (per connection, off the fan-out path). */
+  writeHistory(delivery: Delivery): void {
+    this.#writeDelivery(delivery);
+  }
+
+  /** Ends the replay: flushes queued live events that history did not already cover, then goes live. */
+  goLive(): void {
+    const pending = this.#pending;
+    this.#pending = null;
+    this.#pendingBytes = 0;
+    if (!pending) return;
+    for (const delivery of pending) {
+      if (this.closed) return;
+      this.#writeDelivery(delivery);
+    }
+  }
+
+  /** Starts a topic at `position` (the head, for a client without a resume point). */
+  startAt(topicIndex: number, position: Position): void {
+    this.#setPosition(topicIndex, position);
+  }
+
+  /** Resolves once the backlog is below half the budget, or the connection closed; replay's backpressure. */
+  whenWritable(): Promise<void> {
+    if (this.closed || this.bufferedBytes < this.#maxBufferedBytes / 2) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.output.off('drain', done);
+        this.response.off('close', done);
+        resolve();
+      };
+      this.output.once('drain', done);
+      this.response.once('close', done);
+    });
+  }
+
+  /** Tells the client its resume point could not be served, and moves its cursor to `position`. */
+  writeReset(topicIndex: number, reason: ResetReason, position: Position): void {
+    this.#setPosition(topicIndex, position);
+    const data = JSON.stringify({ topic: this.topics[topicIndex], reason });
+    this.#write(Buffer.from(encodeFrame({ id: this.#currentId(), event: RESET_EVENT, data })));
+  }
+
+  writeRetry(ms: number): void {
+    this.#write(Buffer.from(encodeRetry(ms)));
+  }
+
+  writeHeartbeat(): void {
+    this.#write(HEARTBEAT);
+  }
+
+  close(reason: CloseReason): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeReason = reason;
+    this.#pending = null;
+    if (reason === 'client-closed' || reason === 'slow-consumer' || reason === 'write-timeout') {
+      // Nothing more can or should reach this client: drop its backlog instead of flushing it.
+      this.response.destroy();
+    } else if (this.output !== this.response) {
+      this.output.end();
+    } else {
+      this.response.end();
+    }
+    this.onClose?.(this);
+  }
+
+  #writeDelivery(delivery: Delivery): void {
+    const index = this.topics.length === 1 ? 0 : this.topics.indexOf(delivery.topic);
+    const last = this.positions[index] as Position;
+    const position = delivery.position;
+    if (position.epoch === last.epoch) {
+      // Already sent (history replay overlapping live, or an engine refill): exactly once means skip.
+      if (comparePositions(position, last) <= 0) return;
+    } else if (last.epoch !== '') {
+      // The topic's history was recreated under this client: say so before its first new event.
+      this.writeReset(index, 'stream-lost', { epoch: position.epoch, ms: 0, seq: 0 });
+    }
+    this.positions[index] = position;
+    this.eventsSent++;
+    if (this.topics.length === 1) {
+      this.#idParts[0] = delivery.idText;
+      this.#write(delivery.frame);
+    } else {
+      this.#idParts[index] = delivery.idText;
+      this.#write(Buffer.from(`id: ${this.#idParts.join(MULTI_TOPIC_SEPARATOR)}\n`));
+      this.#write(delivery.body);
+    }
+  }
+
+  #setPosition(index: number, position: Position): void {
+    this.positions[index] = position;
+    this.#idParts[index] = formatPosition(position);
+  }
+
+  #currentId(): string {
+    return this.#idParts.join(MULTI_TOPIC_SEPARATOR);
+  }
+
+  #write(bytes: Buffer): void {
+    if (this.closed) return;
+    if (this.bufferedBytes > this.#maxBufferedBytes) {
+      this.close('slow-consumer');
+      return;
+    }
+    this.output.write(bytes);
+    this.wroteSinceHeartbeat = true;
+  }
+}

@@ -1,0 +1,260 @@
+/**
+ * HOT PATH: topic -> connections. The engine pushes each publication here once; it is encoded once and
+ * the same bytes are written to every connection of the topic, synchronously. Engine subscriptions are
+ * reference counted per topic. One node-wide sweep drives heartbeats, write and idle timeouts and max age.
+ */
+import type { Position } from '@sse-gateway/publisher-sdk/protocol';
+import type { Logger } from 'pino';
+import type { Engine, Publication } from '../engine/engine.js';
+import type { GatewayMetrics } from '../metrics.js';
+import type { CloseReason, Connection } from './connection.js';
+import { encodeDelivery } from './delivery.js';
+
+export interface HubOptions {
+  readonly engine: Engine;
+  readonly logger: Logger;
+  readonly metrics: GatewayMetrics;
+  readonly heartbeatMs: number;
+  readonly writeTimeoutMs: number;
+  readonly closeOnWriteTimeout: boolean;
+  readonly idleTimeoutMs: number;
+}
+
+interface TopicEntry {
+  readonly connections: Set<Connection>;
+  /** Settles when the engine confirmed the subscription. */
+  readonly subscribed: Promise<void>;
+}
+
+/** Events read from history per round trip while a client resumes. */
+const REPLAY_PAGE_SIZE = 500;
+/** A resume that keeps hitting resets is a bug or a pathological race; stop rather than loop. */
+const MAX_RESETS_PER_TOPIC = 3;
+/** The sweep never runs less often than this, so timeouts fire close to their setting. */
+const MAX_SWEEP_INTERVAL_MS = 1000;
+/** Pause between batches of closes while draining. */
+const DRAIN_STEP_MS = 50;
+
+export class Hub {
+  readonly #engine: Engine;
+  readonly #log: Logger;
+  readonly #metrics: GatewayMetrics;
+  readonly #options: HubOptions;
+  readonly #topics = new Map<string, TopicEntry>();
+  readonly #connections = new Set<Connection>();
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #lastHeartbeatAt = Date.now();
+  #draining = false;
+
+  constructor(options: HubOptions) {
+    this.#options = options;
+    this.#engine = options.engine;
+    this.#log = options.logger.child({ mod: 'hub' });
+    this.#metrics = options.metrics;
+  }
+
+  async start(): Promise<void> {
+    await this.#engine.start((publication) => this.onPublication(publication));
+    const interval = Math.max(
+      20,
+      Math.min(MAX_SWEEP_INTERVAL_MS, this.#options.heartbeatMs / 2, this.#options.writeTimeoutMs / 4),
+    );
+    this.#sweepTimer = setInterval(() => this.#sweep(), interval);
+    this.#sweepTimer.unref();
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  get topicCount(): number {
+    return this.#topics.size;
+  }
+
+  /** Local consumers of a topic on this node. */
+  consumers(topic: string): number {
+    return this.#topics.get(topic)?.connections.size ?? 0;
+  }
+
+  /** The fan-out: one encoding, one loop, no awaits. */
+  onPublication(publication: Publication): void {
+    const entry = this.#topics.get(publication.topic);
+    if (!entry || entry.connections.size === 0) return;
+    const delivery = encodeDelivery(publication);
+    for (const connection of entry.connections) connection.deliver(delivery);
+    this.#metrics.eventsDelivered.inc(entry.connections.size);
+  }
+
+  /**
+   * Attaches a connection: subscribes its topics, replays history after `resume` (or starts each topic at
+   * its head), then flushes live events queued meanwhile, skipping what history already sent.
+   */
+  async open(connection: Connection, resume: readonly Position[] | undefined): Promise<void> {
+    this.#connections.add(connection);
+    connection.onClose = (closed) => this.#detach(closed);
+    const entries = connection.topics.map((topic) => this.#acquire(topic, connection));
+    try {
+      await Promise.all(entries.map((entry) => entry.subscribed));
+      if (resume) this.#metrics.replays.inc();
+      for (let index = 0; index < connection.topics.length; index++) {
+        if (connection.closed) return;
+        const topic = connection.topics[index] as string;
+        if (resume) {
+          await this.#replay(connection, index, resume[index] as Position);
+        } else {
+          const head = await this.#engine.head(topic);
+          if (!connection.closed) connection.startAt(index, head);
+        }
+      }
+      if (!connection.closed) connection.goLive();
+    } catch (error) {
+      this.#log.warn({ err: error, conn: connection.id }, 'could not attach connection');
+      connection.close('error');
+    }
+  }
+
+  /** Sends a new `retry:` hint to every connection (with per-connection jitter from `jitter`). */
+  broadcastRetry(retryMs: number, jitter: () => number): void {
+    for (const connection of this.#connections) connection.writeRetry(retryMs * (1 + jitter()));
+  }
+
+  /**
+   * Graceful close: stop taking connections, then close the existing ones spread over `drainMs` so their
+   * reconnects land on other nodes without a thundering herd.
+   */
+  async drain(drainMs: number): Promise<void> {
+    this.#draining = true;
+    const connections = [...this.#connections];
+    const steps = Math.max(1, Math.floor(drainMs / DRAIN_STEP_MS));
+    const perStep = Math.ceil(connections.length / steps);
+    for (let start = 0; start < connections.length; start += perStep) {
+      for (const connection of connections.slice(start, start + perStep)) connection.close('shutdown');
+      if (start + perStep < connections.length) await new Promise((resolve) => setTimeout(resolve, DRAIN_STEP_MS));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#draining = true;
+    if (this.#sweepTimer) clearInterval(this.#sweepTimer);
+    for (const connection of [...this.#connections]) connection.close('shutdown');
+  }
+
+  #acquire(topic: string, connection: Connection): TopicEntry {
+    let entry = this.#topics.get(topic);
+    if (!entry) {
+      const subscribed = this.#engine.subscribe(topic);
+      // A failed subscription is reported to the connections awaiting it; the entry must not be reused.
+      subscribed.catch(() => {
+        if (this.#topics.get(topic) === entry) this.#topics.delete(topic);
+      });
+      entry = { connections: new Set(), subscribed };
+      this.#topics.set(topic, entry);
+    }
+    entry.connections.add(connection);
+    return entry;
+  }
+
+  #detach(connection: Connection): void {
+    if (!this.#connections.delete(connection)) return;
+    for (const topic of connection.topics) {
+      const entry = this.#topics.get(topic);
+      if (!entry) continue;
+      entry.connections.delete(connection);
+      if (entry.connections.size === 0) {
+        this.#topics.delete(topic);
+        this.#engine.unsubscribe(topic).catch((error: unknown) => {
+          this.#log.warn({ err: error, topic }, 'unsubscribe failed');
+        });
+      }
+    }
+    const reason = connection.closeReason ?? 'error';
+    this.#metrics.disconnects.inc({ reason });
+    this.#log.info(
+      {
+        conn: connection.id,
+        topics: connection.topics,
+        reason,
+        durationMs: Date.now() - connection.openedAt,
+        eventsSent: connection.eventsSent,
+      },
+      'connection closed',
+    );
+  }
+
+  async #replay(connection: Connection, index: number, after: Position): Promise<void> {
+    const topic = connection.topics[index] as string;
+    let cursor = after;
+    let resets = 0;
+    for (;;) {
+      const page = await this.#engine.readAfter(topic, cursor, REPLAY_PAGE_SIZE);
+      if (connection.closed) return;
+      if (page.kind === 'reset') {
+        this.#metrics.resets.inc({ reason: page.reason });
+        connection.writeReset(index, page.reason, page.position);
+        cursor = page.position;
+        if (++resets > MAX_RESETS_PER_TOPIC) throw new Error(`history of ${topic} kept resetting`);
+        continue;
+      }
+      for (const publication of page.events) connection.writeHistory(encodeDelivery(publication));
+      this.#metrics.replayedEvents.inc(page.events.length);
+      const last = page.events[page.events.length - 1];
+      if (last) cursor = last.position;
+      if (!page.more || !last) return;
+      await connection.whenWritable();
+    }
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    const { heartbeatMs, writeTimeoutMs, closeOnWriteTimeout, idleTimeoutMs } = this.#options;
+    const heartbeatDue = now - this.#lastHeartbeatAt >= heartbeatMs;
+    if (heartbeatDue) this.#lastHeartbeatAt = now;
+    for (const connection of this.#connections) {
+      const reason = this.#sweepOne(connection, now, writeTimeoutMs, closeOnWriteTimeout, idleTimeoutMs);
+      if (reason) {
+        connection.close(reason);
+        continue;
+      }
+      if (heartbeatDue) {
+        if (!connection.wroteSinceHeartbeat) connection.writeHeartbeat();
+        connection.wroteSinceHeartbeat = false;
+      }
+    }
+  }
+
+  #sweepOne(
+    connection: Connection,
+    now: number,
+    writeTimeoutMs: number,
+    closeOnWriteTimeout: boolean,
+    idleTimeoutMs: number,
+  ): CloseReason | undefined {
+    if (connection.bufferedBytes === 0) {
+      connection.stalledSince = 0;
+    } else {
+      // Progress = bytes the kernel accepted; a slow but moving reader is not a timeout.
+      const socket = connection.socket;
+      const flushed = socket.bytesWritten - socket.writableLength;
+      if (flushed !== connection.flushedMark || connection.stalledSince === 0) {
+        connection.flushedMark = flushed;
+        connection.stalledSince = now;
+      } else if (now - connection.stalledSince >= writeTimeoutMs) {
+        this.#metrics.writeTimeouts.inc();
+        connection.stalledSince = now;
+        if (closeOnWriteTimeout) return 'write-timeout';
+      }
+    }
+    if (connection.eventsSent !== connection.eventsSeenBySweep) {
+      connection.eventsSeenBySweep = connection.eventsSent;
+      connection.lastEventAt = now;
+    } else if (idleTimeoutMs > 0 && now - connection.lastEventAt >= idleTimeoutMs) {
+      return 'idle-timeout';
+    }
+    if (now >= connection.closeAt) return 'max-age';
+    return undefined;
+  }
+}

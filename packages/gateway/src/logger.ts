@@ -1,0 +1,10 @@
+/** pino JSON logs; tokens, cookies and payloads never reach them. */
+import { pino, type Logger } from 'pino';
+
+export function createLogger(level: string): Logger {
+  return pino({
+    level,
+    base: { service: 'sse-gateway' },
+    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'token', 'data'], censor: '[redacted]' },
+  });
+}

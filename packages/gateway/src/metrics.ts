@@ -1,0 +1,69 @@
+/** Prometheus metrics of one node; the hub and routes count in bulk, never per delivered socket write. */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+export interface GatewayMetrics {
+  readonly registry: Registry;
+  readonly eventsPublished: Counter;
+  readonly eventsDelivered: Counter;
+  readonly replays: Counter;
+  readonly replayedEvents: Counter;
+  readonly resets: Counter<'reason'>;
+  readonly disconnects: Counter<'reason'>;
+  readonly writeTimeouts: Counter;
+  readonly rejectedRequests: Counter<'code'>;
+  readonly publishSeconds: Histogram;
+  /** Registers gauges read at scrape time. */
+  observe(read: {
+    connections: () => number;
+    topics: () => number;
+    engineReady: () => boolean;
+    engineStats: () => Readonly<Record<string, number>>;
+  }): void;
+}
+
+export function createMetrics(): GatewayMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'sse_gateway_process_' });
+  const counter = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
+    new Counter<L>({ name: `sse_gateway_${name}`, help, labelNames, registers: [registry] });
+  return {
+    registry,
+    eventsPublished: counter('events_published_total', 'Events stored through this node'),
+    eventsDelivered: counter('events_delivered_total', 'Event frames written to client connections'),
+    replays: counter('replays_total', 'Connections that resumed from history'),
+    replayedEvents: counter('replayed_events_total', 'Events written from history to resuming clients'),
+    resets: counter('resets_total', 'Reset events sent because history could not serve a resume point', ['reason']),
+    disconnects: counter('disconnects_total', 'Closed client connections by reason', ['reason']),
+    writeTimeouts: counter('write_timeouts_total', 'Writes that made no progress within the write timeout'),
+    rejectedRequests: counter('rejected_requests_total', 'Requests answered with a 4xx/503 error', ['code']),
+    publishSeconds: new Histogram({
+      name: 'sse_gateway_publish_duration_seconds',
+      help: 'Time to store a publish request in history',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    observe(read) {
+      const gauge = (name: string, help: string, collect: (g: Gauge) => void) =>
+        new Gauge({
+          name: `sse_gateway_${name}`,
+          help,
+          registers: [registry],
+          collect() {
+            collect(this);
+          },
+        });
+      gauge('connections', 'Open client connections', (g) => g.set(read.connections()));
+      gauge('topics', 'Topics with at least one local connection', (g) => g.set(read.topics()));
+      gauge('engine_ready', '1 when the engine (Redis) is reachable', (g) => g.set(read.engineReady() ? 1 : 0));
+      new Gauge({
+        name: 'sse_gateway_engine_events',
+        help: 'Engine counters: refills, resets, redis errors (since start)',
+        labelNames: ['counter'],
+        registers: [registry],
+        collect() {
+          for (const [name, value] of Object.entries(read.engineStats())) this.set({ counter: name }, value);
+        },
+      });
+    },
+  };
+}

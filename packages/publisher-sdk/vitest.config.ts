@@ -1,0 +1,11 @@
+import { defineProject } from 'vitest/config';
+
+export default defineProject({
+  test: {
+    name: 'publisher-sdk',
+    include: ['test/**/*.test.ts'],
+    // CI runs on a shared 2-core machine: deadlines are generous, waits are on conditions, never on sleeps.
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+  },
+});

@@ -1,0 +1,8 @@
+import { defineConfig } from 'vitest/config';
+
+// One run over every package; each package's tests spawn their own servers on their own ports and prefixes.
+export default defineConfig({
+  test: {
+    projects: ['packages/*'],
+  },
+});
