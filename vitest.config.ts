@@ -4,5 +4,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     projects: ['packages/*'],
+    // The JSON report lets .ci/run print "N passed, M failed".
+    reporters: ['default', ['json', { outputFile: '.vitest-report.json' }]],
   },
 });

@@ -47,10 +47,42 @@ export interface Config {
   readonly maxTopicsPerConnection: number;
   /** Largest `data` of one event, in bytes. Default 64 KiB. */
   readonly maxPayloadBytes: number;
+  /** Serve the demo page at /demo. Default true. */
+  readonly demoPage: boolean;
   /** Most events in one publish batch. Default 100. */
   readonly maxBatchSize: number;
   /** Largest publish request body, in bytes. Default 1 MiB. */
   readonly maxBodyBytes: number;
+  /** HS256/384/512 secret for JWTs (at least 32 characters). Any auth key closes the gateway by default. */
+  readonly authJwtSecret: string | undefined;
+  /** PEM public key (RSA, EC or Ed25519) for JWTs. */
+  readonly authJwtPublicKey: string | undefined;
+  /** JWKS URL for JWTs. */
+  readonly authJwksUrl: string | undefined;
+  /** Required `iss` of tokens, when set. */
+  readonly authIssuer: string | undefined;
+  /** Required `aud` of tokens, when set. */
+  readonly authAudience: string | undefined;
+  /** Clock skew tolerated on exp/nbf, in seconds. Default 30. */
+  readonly authClockSkewS: number;
+  /** Cookie holding the token for browsers. Default `sse_token`. */
+  readonly authCookieName: string;
+  /** Secret signing subscribe tickets; defaults to one derived from AUTH_JWT_SECRET. */
+  readonly authTicketSecret: string | undefined;
+  /** Lifetime of a subscribe ticket. Default 30 s. */
+  readonly ticketTtlMs: number;
+  /** Topic patterns anyone may subscribe to without a token. */
+  readonly publicTopics: readonly string[];
+  /** Connections this node holds at most. Default 10 000. */
+  readonly maxConnections: number;
+  /** Connections one client (token subject, else IP address) may hold on this node. Default 100. */
+  readonly maxConnectionsPerClient: number;
+  /** New streams accepted per second on this node, beyond which 503 + Retry-After. Default 2000. */
+  readonly maxNewConnectionsPerSecond: number;
+  /** Time a client has to send its request headers (slowloris). Default 10 s. */
+  readonly headersTimeoutMs: number;
+  /** Time a client has to send its whole request, body included (not the response). Default 30 s. */
+  readonly requestTimeoutMs: number;
 }
 
 interface Setting<K extends keyof Config> {
@@ -253,6 +285,7 @@ const SETTINGS: readonly Setting<any>[] = [
     doc: 'largest data of one event, in bytes',
     parse: integer(1),
   },
+  { key: 'demoPage', env: 'DEMO_PAGE', default: 'true', doc: 'serve the demo page at /demo', parse: boolean },
   { key: 'maxBatchSize', env: 'MAX_BATCH_SIZE', default: '100', doc: 'most events per publish', parse: integer(1) },
   {
     key: 'maxBodyBytes',
@@ -260,6 +293,79 @@ const SETTINGS: readonly Setting<any>[] = [
     default: String(MIB),
     doc: 'largest publish request body, in bytes',
     parse: integer(64),
+  },
+];
+
+const secret = (raw: string): string | undefined => {
+  const value = raw.trim();
+  if (value === '') return undefined;
+  if (value.length < 32) throw new SettingError('must be at least 32 characters (use `openssl rand -base64 32`)');
+  return value;
+};
+
+const url = (raw: string): string | undefined => {
+  const value = raw.trim();
+  if (value === '') return undefined;
+  try {
+    new URL(value);
+  } catch {
+    throw new SettingError('is not a valid URL');
+  }
+  return value;
+};
+
+const pem = (raw: string): string | undefined => {
+  const value = raw.trim();
+  if (value === '') return undefined;
+  if (!value.includes('-----BEGIN PUBLIC KEY-----')) throw new SettingError('must be a PEM public key (-----BEGIN PUBLIC KEY-----)');
+  return value;
+};
+
+const topicPatterns = (raw: string): string[] =>
+  raw
+    .split(',')
+    .map((pattern) => pattern.trim())
+    .filter(Boolean);
+
+const AUTH_SETTINGS: readonly Setting<any>[] = [
+  { key: 'authJwtSecret', env: 'AUTH_JWT_SECRET', default: '', doc: 'HMAC secret for JWTs (>= 32 chars)', parse: secret },
+  { key: 'authJwtPublicKey', env: 'AUTH_JWT_PUBLIC_KEY', default: '', doc: 'PEM public key for JWTs (RS/ES/EdDSA)', parse: pem },
+  { key: 'authJwksUrl', env: 'AUTH_JWKS_URL', default: '', doc: 'JWKS URL for JWTs', parse: url },
+  { key: 'authIssuer', env: 'AUTH_ISSUER', default: '', doc: 'required iss claim', parse: optionalText },
+  { key: 'authAudience', env: 'AUTH_AUDIENCE', default: '', doc: 'required aud claim', parse: optionalText },
+  { key: 'authClockSkewS', env: 'AUTH_CLOCK_SKEW_S', default: '30', doc: 'tolerated clock skew, seconds', parse: integer(0, 3600) },
+  { key: 'authCookieName', env: 'AUTH_COOKIE_NAME', default: 'sse_token', doc: 'cookie holding the token', parse: text },
+  {
+    key: 'authTicketSecret',
+    env: 'AUTH_TICKET_SECRET',
+    default: '',
+    doc: 'secret signing subscribe tickets (default: derived from AUTH_JWT_SECRET)',
+    parse: secret,
+  },
+  { key: 'ticketTtlMs', env: 'TICKET_TTL_MS', default: '30000', doc: 'subscribe ticket lifetime', parse: integer(1000) },
+  { key: 'publicTopics', env: 'PUBLIC_TOPICS', default: '', doc: 'topic patterns readable without a token', parse: topicPatterns },
+  { key: 'maxConnections', env: 'MAX_CONNECTIONS', default: '10000', doc: 'streams per node', parse: integer(1) },
+  {
+    key: 'maxConnectionsPerClient',
+    env: 'MAX_CONNECTIONS_PER_CLIENT',
+    default: '100',
+    doc: 'streams per client (token subject, else IP) per node',
+    parse: integer(1),
+  },
+  {
+    key: 'maxNewConnectionsPerSecond',
+    env: 'MAX_NEW_CONNECTIONS_PER_SECOND',
+    default: '2000',
+    doc: 'new streams per second per node; beyond, 503 + Retry-After',
+    parse: integer(1),
+  },
+  { key: 'headersTimeoutMs', env: 'HEADERS_TIMEOUT_MS', default: '10000', doc: 'time to send request headers', parse: integer(100) },
+  {
+    key: 'requestTimeoutMs',
+    env: 'REQUEST_TIMEOUT_MS',
+    default: '30000',
+    doc: 'time to send a whole request (not the stream)',
+    parse: integer(100),
   },
 ];
 
@@ -274,7 +380,7 @@ export class ConfigError extends Error {
 export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env): Config {
   const problems: string[] = [];
   const config: Record<string, unknown> = {};
-  for (const setting of SETTINGS) {
+  for (const setting of [...SETTINGS, ...AUTH_SETTINGS]) {
     const raw = env[setting.env] ?? setting.default;
     if (raw === undefined) {
       config[setting.key] = undefined;
@@ -287,6 +393,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
       problems.push(`${setting.env} ${error.message}`);
     }
   }
+  if (typeof config.requestTimeoutMs === 'number' && typeof config.headersTimeoutMs === 'number') {
+    if (config.headersTimeoutMs > config.requestTimeoutMs)
+      problems.push('HEADERS_TIMEOUT_MS must not be larger than REQUEST_TIMEOUT_MS');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config) as unknown as Config;
 }
@@ -297,8 +407,8 @@ export function configWith(overrides: Partial<Config> = {}): Config {
 }
 
 export function helpText(): string {
-  const width = Math.max(...SETTINGS.map((s) => s.env.length));
-  const lines = SETTINGS.map((s) => `  ${s.env.padEnd(width)}  ${s.doc}${s.default ? ` [${s.default}]` : ''}`);
+  const width = Math.max(...[...SETTINGS, ...AUTH_SETTINGS].map((s) => s.env.length));
+  const lines = [...SETTINGS, ...AUTH_SETTINGS].map((s) => `  ${s.env.padEnd(width)}  ${s.doc}${s.default ? ` [${s.default}]` : ''}`);
   return [
     'sse-gateway: Server-Sent Events gateway',
     '',

@@ -1,9 +1,9 @@
 /** Publisher SDK for sse-gateway: `createPublisher({ redis | url, topic })`, then `send(event, data)`. */
 import { ValidationError } from './errors.js';
-import { TransportPublisher, type Publisher } from './publisher.js';
+import { type Publisher, TransportPublisher } from './publisher.js';
 import { HttpTransport } from './transports/http.js';
+import { RedisTransport, type RedisTransportOptions } from './transports/redis.js';
 
-export type { BatchItem, Publisher, SendOptions } from './publisher.js';
 export {
   AuthError,
   ClosedError,
@@ -13,7 +13,18 @@ export {
   ServerError,
   ValidationError,
 } from './errors.js';
+export type { BatchItem, Publisher, SendOptions } from './publisher.js';
 export type { OutgoingEvent, Transport } from './transport.js';
+export { HttpTransport, type HttpTransportOptions } from './transports/http.js';
+export {
+  DEFAULT_IDEMPOTENCY_TTL_MS,
+  DEFAULT_MAX_AGE_MS,
+  DEFAULT_MAX_LENGTH,
+  DEFAULT_MAX_QUEUED_EVENTS,
+  DEFAULT_MAX_RETRY_TIME_MS,
+  RedisTransport,
+  type RedisTransportOptions,
+} from './transports/redis.js';
 
 export interface HttpPublisherOptions {
   /** Base URL of a gateway or its load balancer: events go to `POST {url}/publish`. */
@@ -26,12 +37,30 @@ export interface HttpPublisherOptions {
   readonly timeoutMs?: number | undefined;
 }
 
-export type PublisherOptions = HttpPublisherOptions;
+/**
+ * Straight to Redis. `maxLength` / `maxAgeMs` are applied on every publish and must equal the gateways'
+ * `HISTORY_MAX_LENGTH` / `HISTORY_MAX_AGE_MS` (defaults 1000 and 24 h on both sides), and `prefix` their
+ * `REDIS_PREFIX`.
+ */
+export interface RedisPublisherOptions extends Omit<RedisTransportOptions, 'redis'> {
+  /** `redis://` URL (typically `process.env.REDIS_URL`), or an ioredis Redis or Cluster instance you own. */
+  readonly redis: RedisTransportOptions['redis'] | undefined;
+  /** Default topic of `send`. */
+  readonly topic?: string | undefined;
+}
+
+export type PublisherOptions = HttpPublisherOptions | RedisPublisherOptions;
 
 export function createPublisher(options: PublisherOptions): Publisher {
   if (!options || typeof options !== 'object') throw new ValidationError('createPublisher needs an options object');
   if ('url' in options && options.url) {
     return new TransportPublisher(new HttpTransport(options), options.topic);
+  }
+  if ('redis' in options && options.redis) {
+    return new TransportPublisher(new RedisTransport({ ...options, redis: options.redis }), options.topic);
+  }
+  if ('redis' in options) {
+    throw new ValidationError('createPublisher got `redis` but it is empty (is REDIS_URL set?)');
   }
   throw new ValidationError('createPublisher needs `url` (HTTP to a gateway) or `redis` (straight to Redis)');
 }

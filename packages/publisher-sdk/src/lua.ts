@@ -4,13 +4,20 @@
  */
 
 /**
- * KEYS[1] stream, KEYS[2] epoch, KEYS[3] idempotency key ('' when unused)
+ * KEYS[1] stream, KEYS[2] epoch, KEYS[3] idempotency key (optional: pass 2 keys, or '' as the third, when
+ * unused; omit it on Redis Cluster, where '' hashes to slot 0 and makes the call CROSSSLOT)
  * ARGV[1] channel, ARGV[2] max length (0 = unbounded), ARGV[3] max age ms (0 = unbounded),
  * ARGV[4] event, ARGV[5] data, ARGV[6] idempotency ttl ms, ARGV[7] live message prefix (protocol version)
  * Returns { epoch, 'ms-seq' }.
+ *
+ * Retention is exact and done with XDEL, not XADD MAXLEN / XTRIM: Redis does not record what trimming
+ * removed (XINFO STREAM's max-deleted-entry-id only moves on XDEL), and readers need the newest removed
+ * id to tell a cursor that fell out of history ('trimmed') from one that is still served. Each call
+ * removes at most TRIM_BATCH entries, so lowering the retention of a long stream converges over a few
+ * publishes instead of blocking Redis.
  */
 export const PUBLISH_SCRIPT = `
-local stream, epochKey, idemKey = KEYS[1], KEYS[2], KEYS[3]
+local stream, epochKey, idemKey = KEYS[1], KEYS[2], KEYS[3] or ''
 local channel, maxLen, maxAgeMs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local event, data, idemTtl, version = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 
@@ -38,17 +45,27 @@ if (not epoch) or redis.call('EXISTS', stream) == 0 then
   redis.call('SET', epochKey, epoch)
 end
 
-local id
-if maxLen > 0 then
-  id = redis.call('XADD', stream, 'MAXLEN', '~', maxLen, '*', 'e', event, 'd', data)
-else
-  id = redis.call('XADD', stream, '*', 'e', event, 'd', data)
+local TRIM_BATCH = 1000
+local function deleteEntries(entries)
+  if #entries == 0 then return end
+  local ids = {}
+  for i, entry in ipairs(entries) do ids[i] = entry[1] end
+  redis.call('XDEL', stream, unpack(ids))
 end
+
+local id = redis.call('XADD', stream, '*', 'e', event, 'd', data)
 if maxAgeMs > 0 then
   local dash = string.find(id, '-', 1, true)
   local minMs = tonumber(string.sub(id, 1, dash - 1)) - maxAgeMs
   if minMs > 0 then
-    redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', minMs))
+    -- An end id without a sequence means 'every entry of that millisecond': all entries older than minMs.
+    deleteEntries(redis.call('XRANGE', stream, '-', string.format('%d', minMs - 1), 'COUNT', TRIM_BATCH))
+  end
+end
+if maxLen > 0 then
+  local excess = redis.call('XLEN', stream) - maxLen
+  if excess > 0 then
+    deleteEntries(redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(excess, TRIM_BATCH)))
   end
 end
 

@@ -29,10 +29,17 @@ export type HistoryPage =
 
 export type PublicationSink = (publication: Publication) => void;
 
+/**
+ * Told when the engine's own flow of a topic skipped events it could not recover (events trimmed from
+ * history while the Redis subscriber was away): connected clients must get a reset, not silence.
+ * The flow goes on after `position`.
+ */
+export type GapSink = (topic: string, reason: ResetReason, position: Position) => void;
+
 export interface Engine {
   readonly kind: 'memory' | 'redis';
   /** Connects and registers the one sink that receives every publication of subscribed topics. */
-  start(sink: PublicationSink): Promise<void>;
+  start(sink: PublicationSink, onGap?: GapSink): Promise<void>;
   /** Stores events atomically per event, in order; resolves with their positions once in history. */
   publish(events: readonly PublishRequest[]): Promise<Position[]>;
   /** Resolves once publications of `topic` are flowing to the sink. Called once per topic per node. */

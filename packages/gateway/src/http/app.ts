@@ -9,6 +9,7 @@ import type { Engine } from '../engine/engine.js';
 import type { Hub } from '../hub/hub.js';
 import type { GatewayMetrics } from '../metrics.js';
 import { Cors } from './cors.js';
+import { DEMO_PAGE } from './demo-page.js';
 import { errorBody, GatewayError } from './errors.js';
 import { createEventsRoute } from './events-route.js';
 import { createPublishRoute } from './publish-route.js';
@@ -60,6 +61,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       consumers: Object.fromEntries(topics.map((topic) => [topic, hub.consumers(topic)])),
     });
   });
+  if (config.demoPage) app.get('/demo', (c) => c.html(DEMO_PAGE));
   app.get('/events', createEventsRoute({ config, hub, engine, cors, logger: deps.logger, random: deps.random ?? Math.random }));
   app.post(
     '/publish',
@@ -79,6 +81,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     '/stats': 'GET',
     '/events': 'GET',
     '/publish': 'POST',
+    ...(config.demoPage ? { '/demo': 'GET' } : {}),
   };
   for (const [path, method] of Object.entries(routes)) {
     app.all(path, (c) => {

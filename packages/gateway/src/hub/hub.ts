@@ -7,6 +7,7 @@ import type { Position } from '@sse-gateway/publisher-sdk/protocol';
 import type { Logger } from 'pino';
 import type { Engine, Publication } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
+import type { ResetReason } from '../sse/reserved-events.js';
 import type { CloseReason, Connection } from './connection.js';
 import { encodeDelivery } from './delivery.js';
 
@@ -54,7 +55,10 @@ export class Hub {
   }
 
   async start(): Promise<void> {
-    await this.#engine.start((publication) => this.onPublication(publication));
+    await this.#engine.start(
+      (publication) => this.onPublication(publication),
+      (topic, reason, position) => this.onGap(topic, reason, position),
+    );
     const interval = Math.max(
       20,
       Math.min(MAX_SWEEP_INTERVAL_MS, this.#options.heartbeatMs / 2, this.#options.writeTimeoutMs / 4),
@@ -87,6 +91,18 @@ export class Hub {
     const delivery = encodeDelivery(publication);
     for (const connection of entry.connections) connection.deliver(delivery);
     this.#metrics.eventsDelivered.inc(entry.connections.size);
+  }
+
+  /** The engine lost events of a topic it could not recover: live clients get a reset, not silence. */
+  onGap(topic: string, reason: ResetReason, position: Position): void {
+    const entry = this.#topics.get(topic);
+    if (!entry) return;
+    // Connections still replaying read history themselves and meet the same gap there.
+    for (const connection of entry.connections) {
+      if (!connection.isLive) continue;
+      connection.writeReset(connection.topics.indexOf(topic), reason, position);
+      this.#metrics.resets.inc({ reason });
+    }
   }
 
   /**

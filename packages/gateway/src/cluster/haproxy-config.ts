@@ -1,0 +1,48 @@
+/** Renders deploy/haproxy.cfg.template: the one load-balancer config behind both compose and `pnpm cluster`. */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export interface BackendServer {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface HaproxyConfigOptions {
+  /** `address:port` the balancer listens on. */
+  readonly bind: string;
+  /** `address:port` of the stats/health frontend. */
+  readonly statsBind: string;
+  readonly servers: readonly BackendServer[];
+  /** Extra words appended to every server line (compose adds `init-addr last,libc,none resolvers docker`). */
+  readonly serverOptions?: string;
+  /** Sections appended to the rendered config (compose adds Docker's DNS resolver). */
+  readonly extraSections?: string;
+}
+
+export const HAPROXY_TEMPLATE_PATH = fileURLToPath(new URL('../../../../deploy/haproxy.cfg.template', import.meta.url));
+
+export function renderHaproxyConfig(options: HaproxyConfigOptions, template = readFileSync(HAPROXY_TEMPLATE_PATH, 'utf8')) {
+  const servers = options.servers
+    .map((s) => `    server ${s.name} ${s.host}:${s.port} check${options.serverOptions ? ` ${options.serverOptions}` : ''}`)
+    .join('\n');
+  return template
+    .replaceAll('{{BIND}}', options.bind)
+    .replaceAll('{{STATS_BIND}}', options.statsBind)
+    .replaceAll('{{SERVERS}}', servers)
+    .concat(options.extraSections ? `\n${options.extraSections.trim()}\n` : '');
+}
+
+/** The compose variant: replicas found by Docker's DNS, re-resolved when a container restarts with a new address. */
+export function renderComposeHaproxyConfig(template?: string): string {
+  return renderHaproxyConfig(
+    {
+      bind: '*:8080',
+      statsBind: '*:8404',
+      servers: ['gateway1', 'gateway2', 'gateway3'].map((name) => ({ name, host: name, port: 8080 })),
+      serverOptions: 'resolvers docker init-addr last,libc,none',
+      extraSections: ['resolvers docker', '    nameserver dns 127.0.0.11:53', '    hold valid 5s'].join('\n'),
+    },
+    template,
+  );
+}

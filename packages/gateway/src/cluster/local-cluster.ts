@@ -1,0 +1,275 @@
+/**
+ * The docker-compose topology without Docker: redis-server, N gateway processes and HAProxy (config from
+ * the same template), all on loopback. Used by `pnpm cluster` and by the cluster end-to-end test.
+ * Every process is started here and stopped here, by pid.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { renderHaproxyConfig } from './haproxy-config.js';
+
+export interface LocalClusterOptions {
+  /** Gateway replicas. Default 3. */
+  readonly gateways?: number;
+  /** Load balancer port; 0 = a free one. Default 0. */
+  readonly port?: number;
+  /** First gateway port; 0 = free ones. Default 0. */
+  readonly gatewayBasePort?: number;
+  /** Use this Redis instead of spawning redis-server. */
+  readonly redisUrl?: string;
+  /** Extra env for every gateway (settings). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Where process output goes: 'inherit' for the CLI, 'pipe' (collected) for tests. Default 'pipe'. */
+  readonly output?: 'inherit' | 'pipe';
+  readonly haproxyPath?: string;
+  readonly redisServerPath?: string;
+}
+
+export interface GatewayNode {
+  readonly name: string;
+  readonly port: number;
+  readonly url: string;
+  readonly pid: number | undefined;
+  /** Output so far (when output is 'pipe'). */
+  readonly log: () => string;
+  /** Sends a signal; resolves when the process exited. */
+  kill(signal: NodeJS.Signals): Promise<number | null>;
+  /** Starts the process again on the same port; resolves when it is ready. */
+  restart(): Promise<void>;
+  readonly running: boolean;
+}
+
+export interface LocalCluster {
+  /** The load balancer's URL: what clients and publishers use. */
+  readonly url: string;
+  readonly redisUrl: string;
+  readonly nodes: readonly GatewayNode[];
+  /** Resolves when HAProxy sees exactly `count` replicas as up. */
+  waitForHealthyBackends(count: number, timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const READY_TIMEOUT_MS = 30_000;
+const POLL_MS = 50;
+const MAIN_PATH = fileURLToPath(new URL('../main.js', import.meta.url));
+
+export async function startLocalCluster(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+  const count = options.gateways ?? 3;
+  const output = options.output ?? 'pipe';
+  const children: ChildProcess[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'sse-cluster-'));
+  try {
+    let redisUrl = options.redisUrl;
+    if (!redisUrl) {
+      const redisPort = await freePort();
+      const redis = spawnLogged(
+        options.redisServerPath ?? 'redis-server',
+        ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+        {},
+        output,
+      );
+      children.push(redis.child);
+      await waitForPort(redisPort, 'redis-server', redis.log);
+      redisUrl = `redis://127.0.0.1:${redisPort}`;
+    }
+
+    const nodes: ManagedNode[] = [];
+    for (let i = 0; i < count; i++) {
+      const port = options.gatewayBasePort ? options.gatewayBasePort + i : await freePort();
+      const node = new ManagedNode(`gateway${i + 1}`, port, { ...options.env, REDIS_URL: redisUrl }, output);
+      nodes.push(node);
+    }
+    await Promise.all(nodes.map((node) => node.start()));
+
+    const lbPort = options.port || (await freePort());
+    const statsPort = await freePort();
+    const configPath = join(dir, 'haproxy.cfg');
+    writeFileSync(
+      configPath,
+      renderHaproxyConfig({
+        bind: `127.0.0.1:${lbPort}`,
+        statsBind: `127.0.0.1:${statsPort}`,
+        servers: nodes.map((node) => ({ name: node.name, host: '127.0.0.1', port: node.port })),
+      }),
+    );
+    const haproxy = spawnLogged(options.haproxyPath ?? findHaproxy(), ['-f', configPath, '-db'], {}, output);
+    children.push(haproxy.child);
+    await waitForPort(lbPort, 'haproxy', haproxy.log);
+
+    const cluster: LocalCluster = {
+      url: `http://127.0.0.1:${lbPort}`,
+      redisUrl,
+      nodes,
+      async waitForHealthyBackends(expected, timeoutMs = READY_TIMEOUT_MS) {
+        const deadline = Date.now() + timeoutMs;
+        let up = -1;
+        while (Date.now() < deadline) {
+          up = await countUpBackends(statsPort).catch(() => -1);
+          if (up === expected) return;
+          await delay(POLL_MS);
+        }
+        throw new Error(`HAProxy saw ${up} healthy gateways, expected ${expected}`);
+      },
+      async stop() {
+        await Promise.all(nodes.map((node) => node.kill('SIGKILL')));
+        await Promise.all(children.map((child) => stopChild(child)));
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+    await cluster.waitForHealthyBackends(count);
+    return cluster;
+  } catch (error) {
+    await Promise.all(children.map((child) => stopChild(child)));
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+class ManagedNode implements GatewayNode {
+  #child: ChildProcess | undefined;
+  #log: () => string = () => '';
+
+  constructor(
+    readonly name: string,
+    readonly port: number,
+    private readonly env: Record<string, string>,
+    private readonly output: 'inherit' | 'pipe',
+  ) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  get running(): boolean {
+    return this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
+  }
+
+  log(): string {
+    return this.#log();
+  }
+
+  async start(): Promise<void> {
+    const started = spawnLogged(
+      process.execPath,
+      [MAIN_PATH],
+      { HOST: '127.0.0.1', PORT: String(this.port), LOG_LEVEL: 'info', ...this.env },
+      this.output,
+    );
+    this.#child = started.child;
+    this.#log = started.log;
+    await waitForReady(this.url, started.child, started.log);
+  }
+
+  async kill(signal: NodeJS.Signals): Promise<number | null> {
+    const child = this.#child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
+    const exited = once(child, 'exit');
+    child.kill(signal);
+    const [code] = (await exited) as [number | null];
+    return code;
+  }
+
+  async restart(): Promise<void> {
+    if (this.running) await this.kill('SIGKILL');
+    await this.start();
+  }
+}
+
+function spawnLogged(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  output: 'inherit' | 'pipe',
+): { child: ChildProcess; log: () => string } {
+  const child = spawn(command, args, {
+    env: { ...process.env, ...env },
+    stdio: output === 'inherit' ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  const append = (chunk: Buffer) => {
+    // Keep the tail only: a long test must not grow memory with logs.
+    text = (text + chunk.toString()).slice(-200_000);
+  };
+  child.stdout?.on('data', append);
+  child.stderr?.on('data', append);
+  child.on('error', (error) => {
+    text += `\nspawn error: ${error.message}`;
+  });
+  return { child, log: () => text };
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function waitForReady(url: string, child: ChildProcess, log: () => string): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`gateway at ${url} exited with ${child.exitCode}:\n${log()}`);
+    const ok = await fetch(`${url}/readyz`).then(
+      (response) => response.ok,
+      () => false,
+    );
+    if (ok) return;
+    await delay(POLL_MS);
+  }
+  throw new Error(`gateway at ${url} not ready within ${READY_TIMEOUT_MS} ms:\n${log()}`);
+}
+
+async function waitForPort(port: number, what: string, log: () => string): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (open) return;
+    await delay(POLL_MS);
+  }
+  throw new Error(`${what} did not listen on ${port} within ${READY_TIMEOUT_MS} ms:\n${log()}`);
+}
+
+async function countUpBackends(statsPort: number): Promise<number> {
+  const response = await fetch(`http://127.0.0.1:${statsPort}/stats;csv`);
+  const csv = await response.text();
+  return csv.split('\n').filter((line) => line.startsWith('gateways,') && !line.startsWith('gateways,BACKEND') && /,UP/.test(line))
+    .length;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Debian installs haproxy in /usr/sbin, which is not on every user's PATH. */
+export function findHaproxy(): string {
+  const candidates = ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy', '/usr/bin/haproxy'];
+  return candidates.find((path) => existsSync(path)) ?? 'haproxy';
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

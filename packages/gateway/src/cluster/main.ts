@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+/** `pnpm cluster`: redis-server + 3 gateways + HAProxy on loopback, like docker compose; Ctrl-C stops all. */
+import { startLocalCluster } from './local-cluster.js';
+
+const gateways = Number(process.env.GATEWAYS ?? 3);
+const port = Number(process.env.LB_PORT ?? 8080);
+
+const cluster = await startLocalCluster({
+  gateways,
+  port,
+  output: 'inherit',
+  ...(process.env.REDIS_URL ? { redisUrl: process.env.REDIS_URL } : {}),
+  env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
+}).catch((error: unknown) => {
+  process.stderr.write(`could not start the cluster: ${(error as Error).message}\n`);
+  process.exit(1);
+});
+
+process.stdout.write(
+  [
+    '',
+    `load balancer  ${cluster.url}   (HAProxy, health checks on /readyz)`,
+    ...cluster.nodes.map((node) => `${node.name.padEnd(14)} ${node.url}   pid ${node.pid}`),
+    `redis          ${cluster.redisUrl}`,
+    '',
+    `try: curl -N '${cluster.url}/events?topic=clock'`,
+    `     curl -X POST ${cluster.url}/publish -d '{"topic":"clock","event":"tick","data":"hi"}'`,
+    `     open ${cluster.url}/demo`,
+    'Ctrl-C stops everything.',
+    '',
+  ].join('\n'),
+);
+
+let stopping = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write('\nstopping the cluster...\n');
+    cluster.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  });
+}

@@ -1,0 +1,124 @@
+/**
+ * Who may read and write which topic. Credentials come from a ticket (`?ticket=`), an
+ * `Authorization: Bearer` header or an HttpOnly cookie. With no key configured the gateway is open
+ * (development); with any key, subscribing needs a grant unless the topic is public, and publishing
+ * always needs a publish grant.
+ */
+import type { Context } from 'hono';
+import { getCookie } from 'hono/cookie';
+import { GatewayError } from '../errors.js';
+import { anyGrantMatches, compileGrants, type Grant } from './grants.js';
+import { TicketError, type Tickets } from './tickets.js';
+import { InvalidTokenError, type Principal, type TokenVerifier } from './token-verifier.js';
+
+export interface AccessOptions {
+  readonly verifier: TokenVerifier;
+  readonly tickets: Tickets;
+  /** Topic patterns anyone may subscribe to. */
+  readonly publicTopics: readonly string[];
+  readonly cookieName: string;
+}
+
+/** Longest credential accepted from a header, cookie or query, in characters. */
+const MAX_TOKEN_LENGTH = 8192;
+
+export class Access {
+  readonly #verifier: TokenVerifier;
+  readonly #tickets: Tickets;
+  readonly #publicTopics: readonly Grant[];
+  readonly #cookieName: string;
+
+  constructor(options: AccessOptions) {
+    this.#verifier = options.verifier;
+    this.#tickets = options.tickets;
+    this.#publicTopics = compileGrants(options.publicTopics);
+    this.#cookieName = options.cookieName;
+  }
+
+  /** No key configured: anyone may subscribe and publish (development only). */
+  get open(): boolean {
+    return !this.#verifier.configured;
+  }
+
+  /** Checks a subscribe request; returns the principal (undefined for anonymous access to public topics). */
+  async authorizeSubscribe(c: Context, topics: readonly string[]): Promise<Principal | undefined> {
+    if (this.open) return undefined;
+    const principal = await this.#authenticate(c, true);
+    for (const topic of topics) {
+      if (anyGrantMatches(this.#publicTopics, topic)) continue;
+      if (!principal) {
+        throw new GatewayError(401, 'unauthorized', `topic ${JSON.stringify(topic)} needs a token or a ticket`, {
+          'WWW-Authenticate': 'Bearer',
+        });
+      }
+      if (!anyGrantMatches(principal.subscribe, topic)) {
+        throw new GatewayError(403, 'forbidden', `the token grants no subscription to ${JSON.stringify(topic)}`);
+      }
+    }
+    return principal;
+  }
+
+  async authorizePublish(c: Context, topics: readonly string[]): Promise<Principal | undefined> {
+    if (this.open) return undefined;
+    const principal = await this.#authenticate(c, false);
+    if (!principal) {
+      throw new GatewayError(401, 'unauthorized', 'publishing needs a token with a publish grant', {
+        'WWW-Authenticate': 'Bearer',
+      });
+    }
+    for (const topic of topics) {
+      if (!anyGrantMatches(principal.publish, topic)) {
+        throw new GatewayError(403, 'forbidden', `the token grants no publishing to ${JSON.stringify(topic)}`);
+      }
+    }
+    return principal;
+  }
+
+  /** Requires a token (bearer or cookie) and mints a single-use subscribe ticket from it. */
+  async mintTicket(c: Context): Promise<{ ticket: string; expiresAt: number }> {
+    if (this.open) throw new GatewayError(404, 'tickets_disabled', 'tickets need auth keys; this gateway is open');
+    const principal = await this.#authenticate(c, false);
+    if (!principal) {
+      throw new GatewayError(401, 'unauthorized', 'minting a ticket needs a token', { 'WWW-Authenticate': 'Bearer' });
+    }
+    return this.#tickets.mint(principal);
+  }
+
+  async #authenticate(c: Context, allowTicket: boolean): Promise<Principal | undefined> {
+    const ticket = allowTicket ? c.req.query('ticket') : undefined;
+    if (ticket !== undefined) {
+      checkLength(ticket, 'ticket');
+      try {
+        return await this.#tickets.redeem(ticket);
+      } catch (error) {
+        if (error instanceof TicketError) throw new GatewayError(401, 'invalid_ticket', error.message);
+        throw error;
+      }
+    }
+    const authorization = c.req.header('authorization');
+    if (authorization !== undefined) {
+      const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+      if (!match) throw new GatewayError(401, 'invalid_token', 'Authorization must be "Bearer <token>"');
+      return this.#verify(match[1] as string, 'bearer');
+    }
+    const cookie = getCookie(c, this.#cookieName);
+    if (cookie) return this.#verify(cookie, 'cookie');
+    return undefined;
+  }
+
+  async #verify(token: string, source: Principal['source']): Promise<Principal> {
+    checkLength(token, 'token');
+    try {
+      return await this.#verifier.verify(token, source);
+    } catch (error) {
+      if (error instanceof InvalidTokenError) throw new GatewayError(401, 'invalid_token', error.message);
+      throw error;
+    }
+  }
+}
+
+function checkLength(value: string, what: string): void {
+  if (value.length > MAX_TOKEN_LENGTH) {
+    throw new GatewayError(401, `invalid_${what}`, `the ${what} is longer than ${MAX_TOKEN_LENGTH} characters`);
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * Subscribe tickets: short-lived, single-use credentials for a URL, because browsers' EventSource cannot
+ * send headers and long-lived tokens must not sit in URLs and logs. A ticket is an HS256 JWT signed with
+ * the ticket secret (so any node can check it) whose `jti` is claimed once through the engine (so it is
+ * single-use across the cluster).
+ */
+import { randomBytes } from 'node:crypto';
+import { jwtVerify, SignJWT } from 'jose';
+import { compileGrants } from './grants.js';
+import type { Principal } from './token-verifier.js';
+
+/** Records that a ticket id was used; false when it already was. Backed by the engine (Redis SET NX). */
+export type ClaimOnce = (key: string, ttlMs: number) => Promise<boolean>;
+
+const TICKET_TYPE = 'sse-ticket';
+
+export class TicketError extends Error {
+  override readonly name = 'TicketError';
+}
+
+export class Tickets {
+  readonly #secret: Uint8Array;
+
+  constructor(
+    secret: string,
+    private readonly ttlMs: number,
+    private readonly claimOnce: ClaimOnce,
+  ) {
+    this.#secret = new TextEncoder().encode(secret);
+  }
+
+  /** Mints a ticket carrying the principal's subscribe grants and the expiry of the token behind it. */
+  async mint(principal: Principal, now = Date.now()): Promise<{ ticket: string; expiresAt: number }> {
+    const expiresAt = Math.min(now + this.ttlMs, principal.expiresAt);
+    const ticket = await new SignJWT({
+      typ: TICKET_TYPE,
+      sub: principal.sub,
+      subscribe: principal.subscribe.map((grant) => grant.join('/')),
+      tokenExp: Number.isFinite(principal.expiresAt) ? principal.expiresAt : undefined,
+    })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setJti(randomBytes(16).toString('base64url'))
+      .setIssuedAt(Math.floor(now / 1000))
+      .setExpirationTime(Math.ceil(expiresAt / 1000))
+      .sign(this.#secret);
+    return { ticket, expiresAt };
+  }
+
+  /** Verifies and consumes a ticket: a second use fails. */
+  async redeem(ticket: string): Promise<Principal> {
+    let payload: Record<string, unknown>;
+    try {
+      ({ payload } = await jwtVerify(ticket, this.#secret, { algorithms: ['HS256'] }));
+    } catch {
+      throw new TicketError('the ticket is invalid or expired');
+    }
+    if (payload.typ !== TICKET_TYPE || typeof payload.jti !== 'string') throw new TicketError('not a subscribe ticket');
+    const fresh = await this.claimOnce(`ticket:${payload.jti}`, this.ttlMs + 60_000);
+    if (!fresh) throw new TicketError('the ticket was already used');
+    const subscribe = Array.isArray(payload.subscribe) ? payload.subscribe : [];
+    return {
+      sub: typeof payload.sub === 'string' ? payload.sub : undefined,
+      subscribe: compileGrants(subscribe),
+      publish: [],
+      expiresAt: typeof payload.tokenExp === 'number' ? payload.tokenExp : Number.POSITIVE_INFINITY,
+      source: 'ticket',
+    };
+  }
+}

@@ -1,0 +1,213 @@
+/// <reference types="node" />
+/**
+ * The real process: `node packages/gateway/dist/main.js` (build first: `npx tsc -b`). SIGTERM drains
+ * (readiness off, no new streams, existing ones closed spread over DRAIN_MS) and exits 0; `--help` prints
+ * usage; an invalid environment exits 2 listing every problem.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type Collector,
+  closeAllCollectors,
+  closeAllRawStreams,
+  collect,
+  eventsUrl,
+  publishAll,
+  type RawStream,
+  range,
+  rawStream,
+} from './support/gateway.js';
+import { waitFor, withDeadline } from './support/wait.js';
+
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const REPO_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
+
+interface LogLine {
+  readonly level: number;
+  readonly time: number;
+  readonly msg: string;
+  readonly [field: string]: unknown;
+}
+
+interface RunningGateway {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly logs: LogLine[];
+  readonly stderr: () => string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const children: ChildProcess[] = [];
+
+/** Only what the test sets: nothing from the runner's environment (REDIS_URL, NODE_OPTIONS...) leaks in. */
+function cleanEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', ...settings };
+}
+
+/**
+ * Spawns the gateway on a port the OS picks (PORT=0: no race for a "free" port) and resolves once its
+ * `gateway listening` log line says where it is.
+ */
+async function spawnGateway(settings: Record<string, string>): Promise<RunningGateway> {
+  const child = spawn(process.execPath, [MAIN], {
+    cwd: REPO_ROOT,
+    env: cleanEnv({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...settings }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  const logs: LogLine[] = [];
+  let pending = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => {
+    pending += chunk;
+    let newline = pending.indexOf('\n');
+    while (newline >= 0) {
+      const line = pending.slice(0, newline);
+      pending = pending.slice(newline + 1);
+      try {
+        logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        // not a log line
+      }
+      newline = pending.indexOf('\n');
+    }
+  });
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const listening = await waitFor(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`the gateway exited with ${child.exitCode}: ${stderr}`);
+      return logs.find((line) => line.msg === 'gateway listening');
+    },
+    { what: "the 'gateway listening' log line", timeoutMs: 30_000 },
+  );
+  return { child, url: String(listening.url), logs, stderr: () => stderr, exited };
+}
+
+/** Status of a GET, or 'refused' when the node no longer accepts connections. */
+async function statusOrRefused(url: string): Promise<number | 'refused'> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+    await response.body?.cancel();
+    return response.status;
+  } catch {
+    return 'refused';
+  }
+}
+
+function run(args: string[], settings: Record<string, string>) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, [MAIN, ...args], { cwd: REPO_ROOT, env: cleanEnv(settings), timeout: 30_000 }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+beforeAll(() => {
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with \`npx tsc -b\``);
+});
+
+afterEach(() => {
+  closeAllCollectors();
+  closeAllRawStreams();
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+});
+
+describe('SIGTERM', () => {
+  it('turns readiness off, refuses new streams, ends every stream spread over DRAIN_MS, and exits 0', async () => {
+    // A long retry hint: the clients stay away once their stream ended.
+    const gateway = await spawnGateway({ DRAIN_MS: '1000', RETRY_MS: '60000', RETRY_JITTER: '0' });
+    expect(await statusOrRefused(`${gateway.url}/readyz`)).toBe(200);
+    const topic = 'shutdown/drain';
+    const clients: Collector[] = range(0, 4).map(() => collect(eventsUrl(gateway.url, topic)));
+    await Promise.all(clients.map((client) => client.waitForOpen()));
+    const streams: RawStream[] = await Promise.all(range(0, 2).map(() => rawStream(eventsUrl(gateway.url, topic))));
+    await publishAll(gateway.url, topic, ['before']);
+    for (const client of clients) await client.waitForCount(1);
+    await waitFor(() => streams.every((stream) => stream.text.includes('data: before')), { what: 'the raw streams' });
+
+    const signalledAt = Date.now();
+    gateway.child.kill('SIGTERM');
+
+    // Readiness off (503 on a connection still open) or the port no longer accepting: either way, not ready.
+    await waitFor(async () => (await statusOrRefused(`${gateway.url}/readyz`)) !== 200, {
+      what: '/readyz to stop answering 200',
+    });
+    expect([503, 'refused']).toContain(await statusOrRefused(eventsUrl(gateway.url, topic)));
+
+    await withDeadline(Promise.all(streams.map((stream) => stream.finished)), {
+      what: 'every raw stream to end',
+      timeoutMs: 20_000,
+    });
+    for (const stream of streams) expect(stream.ended || stream.error !== undefined).toBe(true);
+    await waitFor(() => clients.every((client) => client.errors >= 1), {
+      what: 'every EventSource to see its stream end',
+    });
+
+    const { code, signal } = await withDeadline(gateway.exited, { what: 'the process to exit', timeoutMs: 20_000 });
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    expect(Date.now() - signalledAt).toBeLessThan(20_000);
+
+    const draining = gateway.logs.find((line) => line.msg === 'draining');
+    const stopped = gateway.logs.find((line) => line.msg === 'stopped');
+    expect(draining).toBeDefined();
+    expect(stopped).toBeDefined();
+    const closes = gateway.logs.filter((line) => line.msg === 'connection closed');
+    // Lines of different child loggers may reach the pipe slightly out of order: compare their times.
+    for (const close of closes) {
+      expect(close.time).toBeGreaterThanOrEqual(draining?.time ?? Number.POSITIVE_INFINITY);
+      expect(close.time).toBeLessThanOrEqual(stopped?.time ?? 0);
+    }
+    expect(closes).toHaveLength(6);
+    expect(closes.every((line) => line.reason === 'shutdown')).toBe(true);
+    // Spread over the drain time (one close per 50 ms step here), not all at once.
+    const times = closes.map((line) => line.time).sort((a, b) => a - b);
+    expect((times.at(-1) ?? 0) - (times[0] ?? 0)).toBeGreaterThanOrEqual(5 * 40);
+  });
+
+  it('a client that reconnects during the drain is not told to give up for good (no 503 over its kept-alive connection)', async () => {
+    // A short retry hint: EventSource reconnects while the node is still draining the others.
+    const gateway = await spawnGateway({ DRAIN_MS: '2000', RETRY_MS: '30', RETRY_JITTER: '0' });
+    const topic = 'shutdown/reconnect';
+    const clients: Collector[] = range(0, 6).map(() => collect(eventsUrl(gateway.url, topic)));
+    await Promise.all(clients.map((client) => client.waitForOpen()));
+    gateway.child.kill('SIGTERM');
+    const { code } = await withDeadline(gateway.exited, { what: 'the process to exit', timeoutMs: 20_000 });
+    expect(code).toBe(0);
+    await waitFor(() => clients.every((client) => client.errors >= 2), {
+      what: 'every EventSource to have tried to reconnect at least once',
+    });
+    // EventSource treats any non-200 answer as fatal (readyState CLOSED, no more retries); a refused
+    // connection is a network error it retries, so the client would find another node.
+    const gaveUp = clients.filter((client) => client.source.readyState === 2).map((client) => client.errorCodes);
+    expect(gaveUp, 'status codes seen by clients that gave up for good').toEqual([]);
+  });
+});
+
+describe('command line', () => {
+  it('--help prints the usage and every setting, and exits 0', async () => {
+    const { code, stdout } = await run(['--help'], {});
+    expect(code).toBe(0);
+    expect(stdout).toContain('Usage: sse-gateway');
+    for (const name of ['PORT', 'REDIS_URL', 'HEARTBEAT_MS', 'DRAIN_MS', 'MAX_BUFFERED_BYTES']) expect(stdout).toContain(name);
+  });
+
+  it('an invalid environment exits 2 and lists every problem', async () => {
+    const { code, stderr, stdout } = await run([], { PORT: 'abc', HEARTBEAT_MS: 'x' });
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/PORT\b.*abc/);
+    expect(stderr).toMatch(/HEARTBEAT_MS\b.*x/);
+    expect(stdout).not.toContain('gateway listening');
+  });
+});
