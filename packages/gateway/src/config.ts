@@ -93,6 +93,9 @@ interface Setting<K extends keyof Config> {
   readonly parse: (raw: string) => Config[K];
 }
 
+/** One row of the table, typed by its key. */
+type AnySetting = { [K in keyof Config]: Setting<K> }[keyof Config];
+
 class SettingError extends Error {}
 
 const integer =
@@ -141,7 +144,14 @@ const redisUrl = (raw: string): string | undefined => {
 };
 
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const FORBIDDEN_HEADERS = ['connection', 'transfer-encoding', 'content-length', 'content-type', 'keep-alive', 'upgrade'];
+const FORBIDDEN_HEADERS = [
+  'connection',
+  'transfer-encoding',
+  'content-length',
+  'content-type',
+  'keep-alive',
+  'upgrade',
+];
 const headers = (raw: string): Record<string, string> => {
   if (raw.trim() === '') return {};
   let parsed: unknown;
@@ -184,8 +194,7 @@ const origins = (raw: string): string[] => {
 
 const MIB = 1024 * 1024;
 
-// biome-ignore lint/suspicious/noExplicitAny: a heterogeneous table of settings, each typed by its key
-const SETTINGS: readonly Setting<any>[] = [
+const SETTINGS: readonly AnySetting[] = [
   { key: 'port', env: 'PORT', default: '8080', doc: 'TCP port', parse: integer(0, 65535) },
   { key: 'host', env: 'HOST', default: '127.0.0.1', doc: 'interface to bind (0.0.0.0 in containers)', parse: text },
   {
@@ -269,7 +278,13 @@ const SETTINGS: readonly Setting<any>[] = [
     doc: 'comma-separated origins allowed by CORS ("*" = any, without credentials)',
     parse: origins,
   },
-  { key: 'drainMs', env: 'DRAIN_MS', default: '10000', doc: 'time over which streams close on shutdown', parse: integer(0) },
+  {
+    key: 'drainMs',
+    env: 'DRAIN_MS',
+    default: '10000',
+    doc: 'time over which streams close on shutdown',
+    parse: integer(0),
+  },
   { key: 'gzip', env: 'GZIP', default: 'false', doc: 'gzip streams for clients that accept it', parse: boolean },
   {
     key: 'maxTopicsPerConnection',
@@ -317,7 +332,8 @@ const url = (raw: string): string | undefined => {
 const pem = (raw: string): string | undefined => {
   const value = raw.trim();
   if (value === '') return undefined;
-  if (!value.includes('-----BEGIN PUBLIC KEY-----')) throw new SettingError('must be a PEM public key (-----BEGIN PUBLIC KEY-----)');
+  if (!value.includes('-----BEGIN PUBLIC KEY-----'))
+    throw new SettingError('must be a PEM public key (-----BEGIN PUBLIC KEY-----)');
   return value;
 };
 
@@ -327,14 +343,38 @@ const topicPatterns = (raw: string): string[] =>
     .map((pattern) => pattern.trim())
     .filter(Boolean);
 
-const AUTH_SETTINGS: readonly Setting<any>[] = [
-  { key: 'authJwtSecret', env: 'AUTH_JWT_SECRET', default: '', doc: 'HMAC secret for JWTs (>= 32 chars)', parse: secret },
-  { key: 'authJwtPublicKey', env: 'AUTH_JWT_PUBLIC_KEY', default: '', doc: 'PEM public key for JWTs (RS/ES/EdDSA)', parse: pem },
+const AUTH_SETTINGS: readonly AnySetting[] = [
+  {
+    key: 'authJwtSecret',
+    env: 'AUTH_JWT_SECRET',
+    default: '',
+    doc: 'HMAC secret for JWTs (>= 32 chars)',
+    parse: secret,
+  },
+  {
+    key: 'authJwtPublicKey',
+    env: 'AUTH_JWT_PUBLIC_KEY',
+    default: '',
+    doc: 'PEM public key for JWTs (RS/ES/EdDSA)',
+    parse: pem,
+  },
   { key: 'authJwksUrl', env: 'AUTH_JWKS_URL', default: '', doc: 'JWKS URL for JWTs', parse: url },
   { key: 'authIssuer', env: 'AUTH_ISSUER', default: '', doc: 'required iss claim', parse: optionalText },
   { key: 'authAudience', env: 'AUTH_AUDIENCE', default: '', doc: 'required aud claim', parse: optionalText },
-  { key: 'authClockSkewS', env: 'AUTH_CLOCK_SKEW_S', default: '30', doc: 'tolerated clock skew, seconds', parse: integer(0, 3600) },
-  { key: 'authCookieName', env: 'AUTH_COOKIE_NAME', default: 'sse_token', doc: 'cookie holding the token', parse: text },
+  {
+    key: 'authClockSkewS',
+    env: 'AUTH_CLOCK_SKEW_S',
+    default: '30',
+    doc: 'tolerated clock skew, seconds',
+    parse: integer(0, 3600),
+  },
+  {
+    key: 'authCookieName',
+    env: 'AUTH_COOKIE_NAME',
+    default: 'sse_token',
+    doc: 'cookie holding the token',
+    parse: text,
+  },
   {
     key: 'authTicketSecret',
     env: 'AUTH_TICKET_SECRET',
@@ -342,8 +382,20 @@ const AUTH_SETTINGS: readonly Setting<any>[] = [
     doc: 'secret signing subscribe tickets (default: derived from AUTH_JWT_SECRET)',
     parse: secret,
   },
-  { key: 'ticketTtlMs', env: 'TICKET_TTL_MS', default: '30000', doc: 'subscribe ticket lifetime', parse: integer(1000) },
-  { key: 'publicTopics', env: 'PUBLIC_TOPICS', default: '', doc: 'topic patterns readable without a token', parse: topicPatterns },
+  {
+    key: 'ticketTtlMs',
+    env: 'TICKET_TTL_MS',
+    default: '30000',
+    doc: 'subscribe ticket lifetime',
+    parse: integer(1000),
+  },
+  {
+    key: 'publicTopics',
+    env: 'PUBLIC_TOPICS',
+    default: '',
+    doc: 'topic patterns readable without a token',
+    parse: topicPatterns,
+  },
   { key: 'maxConnections', env: 'MAX_CONNECTIONS', default: '10000', doc: 'streams per node', parse: integer(1) },
   {
     key: 'maxConnectionsPerClient',
@@ -359,7 +411,13 @@ const AUTH_SETTINGS: readonly Setting<any>[] = [
     doc: 'new streams per second per node; beyond, 503 + Retry-After',
     parse: integer(1),
   },
-  { key: 'headersTimeoutMs', env: 'HEADERS_TIMEOUT_MS', default: '10000', doc: 'time to send request headers', parse: integer(100) },
+  {
+    key: 'headersTimeoutMs',
+    env: 'HEADERS_TIMEOUT_MS',
+    default: '10000',
+    doc: 'time to send request headers',
+    parse: integer(100),
+  },
   {
     key: 'requestTimeoutMs',
     env: 'REQUEST_TIMEOUT_MS',
@@ -408,7 +466,9 @@ export function configWith(overrides: Partial<Config> = {}): Config {
 
 export function helpText(): string {
   const width = Math.max(...[...SETTINGS, ...AUTH_SETTINGS].map((s) => s.env.length));
-  const lines = [...SETTINGS, ...AUTH_SETTINGS].map((s) => `  ${s.env.padEnd(width)}  ${s.doc}${s.default ? ` [${s.default}]` : ''}`);
+  const lines = [...SETTINGS, ...AUTH_SETTINGS].map(
+    (s) => `  ${s.env.padEnd(width)}  ${s.doc}${s.default ? ` [${s.default}]` : ''}`,
+  );
   return [
     'sse-gateway: Server-Sent Events gateway',
     '',

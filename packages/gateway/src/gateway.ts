@@ -3,8 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { type ServerType, serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import { createEngine } from './engine/index.js';
 import type { Engine } from './engine/engine.js';
+import { createEngine } from './engine/index.js';
 import { createApp } from './http/app.js';
 import { Hub } from './hub/hub.js';
 import { createLogger } from './logger.js';
@@ -33,6 +33,7 @@ export interface GatewayOptions {
 
 /** Node's default would keep idle keep-alive sockets (and thus shutdown) waiting; SSE does not need them. */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
 
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.logLevel);
@@ -58,8 +59,6 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
 
   const server = await listen(app.fetch, config);
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
-  // SSE responses live for hours: Node's per-request timeout must not cut them.
-  server.requestTimeout = 0;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, engine: engine.kind }, 'gateway listening');
@@ -90,9 +89,24 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   };
 }
 
-function listen(fetch: Parameters<typeof serve>[0]['fetch'], config: Config): Promise<ServerType & import('node:http').Server> {
+function listen(
+  fetch: Parameters<typeof serve>[0]['fetch'],
+  config: Config,
+): Promise<ServerType & import('node:http').Server> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch, port: config.port, hostname: config.host }) as ServerType & import('node:http').Server;
+    const server = serve({
+      fetch,
+      port: config.port,
+      hostname: config.host,
+      serverOptions: {
+        // Slowloris: headers and request bodies must arrive in time. requestTimeout covers receiving the
+        // request only, never the hour-long response stream.
+        headersTimeout: config.headersTimeoutMs,
+        requestTimeout: config.requestTimeoutMs,
+        // Node checks those timeouts every 30 s by default: too coarse for a 10 s limit.
+        connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+      },
+    }) as ServerType & import('node:http').Server;
     server.once('listening', () => resolve(server));
     server.once('error', reject);
   });

@@ -1,5 +1,5 @@
 /** pino JSON logs; tokens, cookies and payloads never reach them. */
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 export function createLogger(level: string): Logger {
   return pino({

@@ -22,9 +22,15 @@ export interface HaproxyConfigOptions {
 
 export const HAPROXY_TEMPLATE_PATH = fileURLToPath(new URL('../../../../deploy/haproxy.cfg.template', import.meta.url));
 
-export function renderHaproxyConfig(options: HaproxyConfigOptions, template = readFileSync(HAPROXY_TEMPLATE_PATH, 'utf8')) {
+export function renderHaproxyConfig(
+  options: HaproxyConfigOptions,
+  template = readFileSync(HAPROXY_TEMPLATE_PATH, 'utf8'),
+) {
   const servers = options.servers
-    .map((s) => `    server ${s.name} ${s.host}:${s.port} check${options.serverOptions ? ` ${options.serverOptions}` : ''}`)
+    .map(
+      (s) =>
+        `    server ${s.name} ${s.host}:${s.port} check${options.serverOptions ? ` ${options.serverOptions}` : ''}`,
+    )
     .join('\n');
   return template
     .replaceAll('{{BIND}}', options.bind)

@@ -249,8 +249,9 @@ async function waitForPort(port: number, what: string, log: () => string): Promi
 async function countUpBackends(statsPort: number): Promise<number> {
   const response = await fetch(`http://127.0.0.1:${statsPort}/stats;csv`);
   const csv = await response.text();
-  return csv.split('\n').filter((line) => line.startsWith('gateways,') && !line.startsWith('gateways,BACKEND') && /,UP/.test(line))
-    .length;
+  return csv
+    .split('\n')
+    .filter((line) => line.startsWith('gateways,') && !line.startsWith('gateways,BACKEND') && /,UP/.test(line)).length;
 }
 
 export function freePort(): Promise<number> {

@@ -50,6 +50,11 @@ export interface Engine {
   head(topic: string): Promise<Position>;
   /** Up to `limit` events strictly after `after`, or a reset when history cannot serve `after`. */
   readAfter(topic: string, after: Position, limit: number): Promise<HistoryPage>;
+  /**
+   * Records `key` for `ttlMs`; true the first time, false while it is recorded. Node-shared on Redis, so a
+   * single-use ticket is single-use across the cluster.
+   */
+  claimOnce(key: string, ttlMs: number): Promise<boolean>;
   /** Whether the engine can serve requests now (Redis reachable). */
   isReady(): boolean;
   close(): Promise<void>;

@@ -17,6 +17,8 @@ interface TopicHistory {
   maxDeleted: Position | undefined;
 }
 
+/** Expired claims are swept once the map holds this many. */
+const CLAIMS_PRUNE_AT = 1024;
 /** Compact the entries array once this many trimmed slots have piled up at its front. */
 const COMPACT_AFTER = 1024;
 
@@ -25,6 +27,8 @@ export class MemoryEngine implements Engine {
   readonly #epoch = newEpoch();
   readonly #topics = new Map<string, TopicHistory>();
   readonly #subscribed = new Set<string>();
+  /** claimOnce keys and when they expire. */
+  readonly #claims = new Map<string, number>();
   #sink: PublicationSink | undefined;
   #closed = false;
 
@@ -86,6 +90,17 @@ export class MemoryEngine implements Engine {
     const from = this.#indexAfter(history, after);
     const end = Math.min(history.entries.length, from + limit);
     return { kind: 'events', events: history.entries.slice(from, end), more: end < history.entries.length };
+  }
+
+  async claimOnce(key: string, ttlMs: number): Promise<boolean> {
+    const now = this.now();
+    if (this.#claims.size >= CLAIMS_PRUNE_AT) {
+      for (const [claimed, expiresAt] of this.#claims) if (expiresAt <= now) this.#claims.delete(claimed);
+    }
+    const expiresAt = this.#claims.get(key);
+    if (expiresAt !== undefined && expiresAt > now) return false;
+    this.#claims.set(key, now + ttlMs);
+    return true;
   }
 
   isReady(): boolean {

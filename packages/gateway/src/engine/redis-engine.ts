@@ -271,6 +271,11 @@ export class RedisEngine implements Engine {
     return { kind: 'events', events, more: snapshot.entries.length > limit };
   }
 
+  async claimOnce(key: string, ttlMs: number): Promise<boolean> {
+    const reply = await this.#commands.set(`${this.#keysPrefix}once:${key}`, '1', 'PX', ttlMs, 'NX');
+    return reply === 'OK';
+  }
+
   isReady(): boolean {
     return !this.#closed && this.#commands.status === 'ready' && this.#subscriber.status === 'ready';
   }

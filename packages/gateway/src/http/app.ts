@@ -8,6 +8,9 @@ import type { Config } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import type { Hub } from '../hub/hub.js';
 import type { GatewayMetrics } from '../metrics.js';
+import type { Access } from './auth/access.js';
+import { createAccess } from './auth/create-access.js';
+import { ConnectionLimits } from './connection-limits.js';
 import { Cors } from './cors.js';
 import { DEMO_PAGE } from './demo-page.js';
 import { errorBody, GatewayError } from './errors.js';
@@ -21,6 +24,8 @@ export interface AppDeps {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
   readonly random?: () => number;
+  /** Replaces the access policy built from config (tests). */
+  readonly access?: Access;
 }
 
 type Env = { Bindings: HttpBindings };
@@ -29,6 +34,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const { config, engine, hub, metrics } = deps;
   const log = deps.logger.child({ mod: 'http' });
   const cors = new Cors(config);
+  const access = deps.access ?? createAccess(config, engine, deps.logger);
+  const limits = new ConnectionLimits(config);
   const app = new Hono<Env>();
 
   app.use('*', async (c, next) => {
@@ -62,7 +69,19 @@ export function createApp(deps: AppDeps): Hono<Env> {
     });
   });
   if (config.demoPage) app.get('/demo', (c) => c.html(DEMO_PAGE));
-  app.get('/events', createEventsRoute({ config, hub, engine, cors, logger: deps.logger, random: deps.random ?? Math.random }));
+  app.get(
+    '/events',
+    createEventsRoute({
+      config,
+      hub,
+      engine,
+      cors,
+      access,
+      limits,
+      logger: deps.logger,
+      random: deps.random ?? Math.random,
+    }),
+  );
   app.post(
     '/publish',
     bodyLimit({
@@ -71,8 +90,13 @@ export function createApp(deps: AppDeps): Hono<Env> {
         throw new GatewayError(413, 'body_too_large', `the request body is larger than ${config.maxBodyBytes} bytes`);
       },
     }),
-    createPublishRoute({ config, engine, metrics, logger: deps.logger }),
+    createPublishRoute({ config, engine, metrics, access, logger: deps.logger }),
   );
+  app.post('/tickets', async (c) => {
+    const { ticket, expiresAt } = await access.mintTicket(c);
+    c.header('Cache-Control', 'no-store');
+    return c.json({ ticket, expiresAt: new Date(expiresAt).toISOString() });
+  });
 
   const routes: Record<string, string> = {
     '/healthz': 'GET',
@@ -81,6 +105,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     '/stats': 'GET',
     '/events': 'GET',
     '/publish': 'POST',
+    '/tickets': 'POST',
     ...(config.demoPage ? { '/demo': 'GET' } : {}),
   };
   for (const [path, method] of Object.entries(routes)) {

@@ -4,7 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
-import { constants as zlibConstants, createGzip } from 'node:zlib';
+import { createGzip, constants as zlibConstants } from 'node:zlib';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context } from 'hono';
@@ -15,6 +15,8 @@ import { Connection } from '../hub/connection.js';
 import type { Hub } from '../hub/hub.js';
 import { encodeRetry } from '../sse/frame.js';
 import { SSE_HEADERS } from '../sse/headers.js';
+import type { Access } from './auth/access.js';
+import type { ConnectionLimits } from './connection-limits.js';
 import type { Cors } from './cors.js';
 import { GatewayError } from './errors.js';
 import { parseLastEventId, parseTopics } from './subscribe-request.js';
@@ -24,6 +26,8 @@ export interface EventsRouteDeps {
   readonly hub: Hub;
   readonly engine: Engine;
   readonly cors: Cors;
+  readonly access: Access;
+  readonly limits: ConnectionLimits;
   readonly logger: Logger;
   /** Random source for retry and max-age jitter (injectable for tests). */
   readonly random: () => number;
@@ -33,13 +37,15 @@ export interface EventsRouteDeps {
 const MAX_AGE_JITTER = 0.1;
 
 export function createEventsRoute(deps: EventsRouteDeps) {
-  const { config, hub, engine, cors } = deps;
+  const { config, hub, engine, cors, access, limits } = deps;
   const log = deps.logger.child({ mod: 'events' });
   let nextConnectionId = 1;
 
-  return (c: Context<{ Bindings: HttpBindings }>) => {
+  return async (c: Context<{ Bindings: HttpBindings }>) => {
     if (hub.draining) {
-      throw new GatewayError(503, 'draining', 'this node is shutting down; reconnect to another', { 'Retry-After': '1' });
+      throw new GatewayError(503, 'draining', 'this node is shutting down; reconnect to another', {
+        'Retry-After': '1',
+      });
     }
     if (!engine.isReady()) {
       throw new GatewayError(503, 'engine_unavailable', 'the event store is unreachable; retry shortly', {
@@ -48,8 +54,12 @@ export function createEventsRoute(deps: EventsRouteDeps) {
     }
     const topics = parseTopics(c.req.queries('topic'), config.maxTopicsPerConnection);
     const resume = parseLastEventId(c.req.header('last-event-id') ?? c.req.query('lastEventId'), topics);
+    const principal = await access.authorizeSubscribe(c, topics);
 
     const { incoming, outgoing } = c.env;
+    if (incoming.destroyed) return RESPONSE_ALREADY_SENT;
+    const release = limits.admit(principal?.sub ? `sub:${principal.sub}` : `ip:${incoming.socket.remoteAddress}`);
+    outgoing.once('close', release);
     const useGzip = config.gzip && /\bgzip\b/.test(c.req.header('accept-encoding') ?? '');
     outgoing.writeHead(200, {
       ...config.responseHeaders,
@@ -67,13 +77,24 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       output,
       maxBufferedBytes: config.maxBufferedBytes,
       now,
-      closeAt: config.maxConnectionAgeMs > 0 ? now + config.maxConnectionAgeMs * (1 - MAX_AGE_JITTER * deps.random()) : Infinity,
+      closeAt:
+        config.maxConnectionAgeMs > 0
+          ? now + config.maxConnectionAgeMs * (1 - MAX_AGE_JITTER * deps.random())
+          : Infinity,
       remoteAddress: incoming.socket.remoteAddress,
+      expiresAt: principal?.expiresAt ?? Number.POSITIVE_INFINITY,
     });
     output.write(encodeRetry(config.retryMs * (1 + config.retryJitter * deps.random())));
     watchClientHangUp(incoming, outgoing, connection);
     log.info(
-      { conn: connection.id, topics, resumed: resume !== undefined, ip: connection.remoteAddress },
+      {
+        conn: connection.id,
+        topics,
+        resumed: resume !== undefined,
+        ip: connection.remoteAddress,
+        sub: principal?.sub,
+        auth: principal?.source,
+      },
       'connection opened',
     );
     void hub.open(connection, resume);

@@ -39,7 +39,11 @@ function parseItem(item: unknown, where: string, limits: PublishLimits): Publish
   const fields = item as Record<string, unknown>;
   for (const key of Object.keys(fields)) {
     if (!KNOWN_FIELDS.has(key)) {
-      throw new GatewayError(400, 'unknown_field', `unknown field ${JSON.stringify(key)}${at}; expected topic, event, data`);
+      throw new GatewayError(
+        400,
+        'unknown_field',
+        `unknown field ${JSON.stringify(key)}${at}; expected topic, event, data`,
+      );
     }
   }
   const topicError = topicProblem(fields.topic);

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
+import type { Access } from './auth/access.js';
 import { GatewayError } from './errors.js';
 import { parsePublishBody } from './publish-request.js';
 
@@ -12,14 +13,16 @@ export interface PublishRouteDeps {
   readonly config: Config;
   readonly engine: Engine;
   readonly metrics: GatewayMetrics;
+  readonly access: Access;
   readonly logger: Logger;
 }
 
 export function createPublishRoute(deps: PublishRouteDeps) {
-  const { config, engine, metrics } = deps;
+  const { config, engine, metrics, access } = deps;
   const log = deps.logger.child({ mod: 'publish' });
   return async (c: Context) => {
     const parsed = parsePublishBody(await c.req.text(), config);
+    await access.authorizePublish(c, [...new Set(parsed.events.map((event) => event.topic))]);
     if (!engine.isReady()) {
       throw new GatewayError(503, 'engine_unavailable', 'the event store is unreachable; retry shortly', {
         'Retry-After': '1',

@@ -14,7 +14,7 @@ import {
   type Position,
 } from '@sse-gateway/publisher-sdk/protocol';
 import { encodeFrame, encodeRetry, HEARTBEAT } from '../sse/frame.js';
-import { RESET_EVENT, type ResetReason } from '../sse/reserved-events.js';
+import { RESET_EVENT, type ResetReason, TOKEN_EXPIRED_EVENT } from '../sse/reserved-events.js';
 import type { Delivery } from './delivery.js';
 
 export type CloseReason =
@@ -23,6 +23,7 @@ export type CloseReason =
   | 'write-timeout'
   | 'idle-timeout'
   | 'max-age'
+  | 'token-expired'
   | 'shutdown'
   | 'error';
 
@@ -40,6 +41,8 @@ export interface ConnectionOptions {
   /** Absolute time after which the hub's sweep closes the connection (max age); Infinity = never. */
   readonly closeAt: number;
   readonly remoteAddress: string | undefined;
+  /** When the credentials behind the stream expire (epoch ms); Infinity = never. */
+  readonly expiresAt: number;
 }
 
 export class Connection {
@@ -51,6 +54,7 @@ export class Connection {
   readonly output: Writable;
   readonly openedAt: number;
   readonly closeAt: number;
+  readonly expiresAt: number;
   readonly remoteAddress: string | undefined;
   readonly #maxBufferedBytes: number;
   /** Formatted positions, so a multi-topic id is a join, not a re-format of every topic. */
@@ -84,6 +88,7 @@ export class Connection {
     this.openedAt = options.now;
     this.lastEventAt = options.now;
     this.closeAt = options.closeAt;
+    this.expiresAt = options.expiresAt;
     this.remoteAddress = options.remoteAddress;
     this.#idParts = options.positions.map(formatPosition);
   }
@@ -150,6 +155,11 @@ export class Connection {
     this.#setPosition(topicIndex, position);
     const data = JSON.stringify({ topic: this.topics[topicIndex], reason });
     this.#write(Buffer.from(encodeFrame({ id: this.#currentId(), event: RESET_EVENT, data })));
+  }
+
+  /** Tells the page its credentials expired, just before the stream ends; it should get new ones. */
+  writeTokenExpired(): void {
+    this.#write(Buffer.from(encodeFrame({ event: TOKEN_EXPIRED_EVENT, data: '{"reason":"token-expired"}' })));
   }
 
   writeRetry(ms: number): void {

@@ -271,6 +271,10 @@ export class Hub {
       return 'idle-timeout';
     }
     if (now >= connection.closeAt) return 'max-age';
+    if (now >= connection.expiresAt) {
+      connection.writeTokenExpired();
+      return 'token-expired';
+    }
     return undefined;
   }
 }

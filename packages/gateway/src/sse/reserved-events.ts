@@ -13,3 +13,6 @@ export type ResetReason =
   | 'stream-lost'
   /** The resume point is ahead of history (Redis failed over to a replica missing recent writes). */
   | 'ahead';
+
+/** The stream's token or ticket expired; the stream ends right after. Get new credentials, then reconnect. */
+export const TOKEN_EXPIRED_EVENT = 'gateway.token-expired';

@@ -61,7 +61,8 @@ export class TokenVerifier {
   }
 
   async verify(token: string, source: Principal['source']): Promise<Principal> {
-    await (this.#ready ??= this.#loadKeys());
+    this.#ready ??= this.#loadKeys();
+    await this.#ready;
     let lastError: unknown;
     for (const { key, algorithms } of this.#keys) {
       try {
@@ -87,7 +88,8 @@ export class TokenVerifier {
       const algorithm = pem.includes('BEGIN PUBLIC KEY') ? await guessAlgorithm(pem) : 'RS256';
       this.#keys.push({ key: await importSPKI(pem, algorithm), algorithms: [algorithm] });
     }
-    if (o.jwksJson) this.#keys.push({ key: createLocalJWKSet(JSON.parse(o.jwksJson)), algorithms: ASYMMETRIC_ALGORITHMS });
+    if (o.jwksJson)
+      this.#keys.push({ key: createLocalJWKSet(JSON.parse(o.jwksJson)), algorithms: ASYMMETRIC_ALGORITHMS });
     if (o.jwksUrl) this.#keys.push({ key: createRemoteJWKSet(new URL(o.jwksUrl)), algorithms: ASYMMETRIC_ALGORITHMS });
   }
 }
