@@ -75,10 +75,12 @@ export interface Config {
   readonly publicTopics: readonly string[];
   /** Connections this node holds at most. Default 10 000. */
   readonly maxConnections: number;
-  /** Connections one client (token subject, else IP address) may hold on this node. Default 100. */
+  /** Connections one client (token subject, else IP address) may hold on this node. Default 1000 (NATs share addresses). */
   readonly maxConnectionsPerClient: number;
   /** New streams accepted per second on this node, beyond which 503 + Retry-After. Default 2000. */
   readonly maxNewConnectionsPerSecond: number;
+  /** Take the client address from the last X-Forwarded-For entry (behind a load balancer). Default false. */
+  readonly trustProxy: boolean;
   /** Time a client has to send its request headers (slowloris). Default 10 s. */
   readonly headersTimeoutMs: number;
   /** Time a client has to send its whole request, body included (not the response). Default 30 s. */
@@ -400,7 +402,7 @@ const AUTH_SETTINGS: readonly AnySetting[] = [
   {
     key: 'maxConnectionsPerClient',
     env: 'MAX_CONNECTIONS_PER_CLIENT',
-    default: '100',
+    default: '1000',
     doc: 'streams per client (token subject, else IP) per node',
     parse: integer(1),
   },

@@ -32,6 +32,8 @@ interface Client {
   readonly reconnectMs: number[];
   resets: number;
   warm: boolean;
+  /** Why EventSource gave up for good, if it did (it does on any non-200 answer). */
+  failure?: string;
 }
 
 describe.skipIf(!haveHaproxy)('cluster: haproxy + 3 gateways + redis, with failures', () => {
@@ -100,7 +102,13 @@ describe.skipIf(!haveHaproxy)('cluster: haproxy + 3 gateways + redis, with failu
 
     await waitFor(() => clients.every((client) => client.received.length >= EVENTS_PER_TOPIC), {
       timeoutMs: 90_000,
-      what: `every client to receive ${EVENTS_PER_TOPIC} events (slowest has ${Math.min(...clients.map((c) => c.received.length))})`,
+      what: `every client to receive ${EVENTS_PER_TOPIC} events`,
+    }).catch((error: Error) => {
+      const stuck = clients.filter((client) => client.received.length < EVENTS_PER_TOPIC);
+      const states = stuck.map(
+        (c) => `${c.topic} state ${c.source.readyState} got ${c.received.length} ${c.failure ?? ''}`,
+      );
+      throw new Error(`${error.message}; ${stuck.length} clients behind: ${states.slice(0, 10).join('; ')}`);
     });
     const expected = Array.from({ length: EVENTS_PER_TOPIC }, (_, i) => i);
     for (const client of clients) {
@@ -122,7 +130,15 @@ describe.skipIf(!haveHaproxy)('cluster: haproxy + 3 gateways + redis, with failu
 
 function openClient(baseUrl: string, topic: string): Client {
   const source = new EventSource(`${baseUrl}/events?topic=${encodeURIComponent(topic)}`);
-  const client: Client = { topic, source, received: [], disconnectedAt: undefined, reconnectMs: [], resets: 0, warm: false };
+  const client: Client = {
+    topic,
+    source,
+    received: [],
+    disconnectedAt: undefined,
+    reconnectMs: [],
+    resets: 0,
+    warm: false,
+  };
   source.addEventListener('warmup', () => {
     client.warm = true;
   });
@@ -134,8 +150,9 @@ function openClient(baseUrl: string, topic: string): Client {
       client.disconnectedAt = undefined;
     }
   });
-  source.addEventListener('error', () => {
+  source.addEventListener('error', (event) => {
     client.disconnectedAt ??= performance.now();
+    if (source.readyState === EventSource.CLOSED) client.failure = `${event.code ?? ''} ${event.message ?? ''}`;
   });
   return client;
 }

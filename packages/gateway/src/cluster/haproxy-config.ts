@@ -14,6 +14,8 @@ export interface HaproxyConfigOptions {
   /** `address:port` of the stats/health frontend. */
   readonly statsBind: string;
   readonly servers: readonly BackendServer[];
+  /** Concurrent connections HAProxy accepts; needs about twice as many open files. */
+  readonly maxConnections: number;
   /** Extra words appended to every server line (compose adds `init-addr last,libc,none resolvers docker`). */
   readonly serverOptions?: string;
   /** Sections appended to the rendered config (compose adds Docker's DNS resolver). */
@@ -35,6 +37,7 @@ export function renderHaproxyConfig(
   return template
     .replaceAll('{{BIND}}', options.bind)
     .replaceAll('{{STATS_BIND}}', options.statsBind)
+    .replaceAll('{{MAXCONN}}', String(options.maxConnections))
     .replaceAll('{{SERVERS}}', servers)
     .concat(options.extraSections ? `\n${options.extraSections.trim()}\n` : '');
 }
@@ -44,6 +47,7 @@ export function renderComposeHaproxyConfig(template?: string): string {
   return renderHaproxyConfig(
     {
       bind: '*:8080',
+      maxConnections: 100_000,
       statsBind: '*:8404',
       servers: ['gateway1', 'gateway2', 'gateway3'].map((name) => ({ name, host: name, port: 8080 })),
       serverOptions: 'resolvers docker init-addr last,libc,none',

@@ -54,8 +54,11 @@ export interface LocalCluster {
 }
 
 const READY_TIMEOUT_MS = 30_000;
+/** Fits the usual 20 000 open-file limit of a developer machine or CI runner. */
+const LOCAL_MAX_CONNECTIONS = 8_000;
 const POLL_MS = 50;
-const MAIN_PATH = fileURLToPath(new URL('../main.js', import.meta.url));
+/** The built gateway, whether this module runs from src/ (tests) or dist/. */
+const MAIN_PATH = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
 
 export async function startLocalCluster(options: LocalClusterOptions = {}): Promise<LocalCluster> {
   const count = options.gateways ?? 3;
@@ -73,7 +76,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
         output,
       );
       children.push(redis.child);
-      await waitForPort(redisPort, 'redis-server', redis.log);
+      await waitForPort(redisPort, 'redis-server', redis.log, redis.child);
       redisUrl = `redis://127.0.0.1:${redisPort}`;
     }
 
@@ -93,12 +96,13 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
       renderHaproxyConfig({
         bind: `127.0.0.1:${lbPort}`,
         statsBind: `127.0.0.1:${statsPort}`,
+        maxConnections: LOCAL_MAX_CONNECTIONS,
         servers: nodes.map((node) => ({ name: node.name, host: '127.0.0.1', port: node.port })),
       }),
     );
     const haproxy = spawnLogged(options.haproxyPath ?? findHaproxy(), ['-f', configPath, '-db'], {}, output);
     children.push(haproxy.child);
-    await waitForPort(lbPort, 'haproxy', haproxy.log);
+    await waitForPort(lbPort, 'haproxy', haproxy.log, haproxy.child);
 
     const cluster: LocalCluster = {
       url: `http://127.0.0.1:${lbPort}`,
@@ -160,7 +164,7 @@ class ManagedNode implements GatewayNode {
     const started = spawnLogged(
       process.execPath,
       [MAIN_PATH],
-      { HOST: '127.0.0.1', PORT: String(this.port), LOG_LEVEL: 'info', ...this.env },
+      { HOST: '127.0.0.1', PORT: String(this.port), LOG_LEVEL: 'info', TRUST_PROXY: 'true', ...this.env },
       this.output,
     );
     this.#child = started.child;
@@ -229,9 +233,10 @@ async function waitForReady(url: string, child: ChildProcess, log: () => string)
   throw new Error(`gateway at ${url} not ready within ${READY_TIMEOUT_MS} ms:\n${log()}`);
 }
 
-async function waitForPort(port: number, what: string, log: () => string): Promise<void> {
+async function waitForPort(port: number, what: string, log: () => string, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}:\n${log()}`);
     const open = await new Promise<boolean>((resolve) => {
       const socket = net.connect(port, '127.0.0.1');
       socket.once('connect', () => {

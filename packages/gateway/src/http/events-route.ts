@@ -58,7 +58,8 @@ export function createEventsRoute(deps: EventsRouteDeps) {
 
     const { incoming, outgoing } = c.env;
     if (incoming.destroyed) return RESPONSE_ALREADY_SENT;
-    const release = limits.admit(principal?.sub ? `sub:${principal.sub}` : `ip:${incoming.socket.remoteAddress}`);
+    const address = clientAddress(incoming, config.trustProxy);
+    const release = limits.admit(principal?.sub ? `sub:${principal.sub}` : `ip:${address}`);
     outgoing.once('close', release);
     const useGzip = config.gzip && /\bgzip\b/.test(c.req.header('accept-encoding') ?? '');
     outgoing.writeHead(200, {
@@ -81,7 +82,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
         config.maxConnectionAgeMs > 0
           ? now + config.maxConnectionAgeMs * (1 - MAX_AGE_JITTER * deps.random())
           : Infinity,
-      remoteAddress: incoming.socket.remoteAddress,
+      remoteAddress: address,
       expiresAt: principal?.expiresAt ?? Number.POSITIVE_INFINITY,
     });
     output.write(encodeRetry(config.retryMs * (1 + config.retryJitter * deps.random())));
@@ -100,6 +101,16 @@ export function createEventsRoute(deps: EventsRouteDeps) {
     void hub.open(connection, resume);
     return RESPONSE_ALREADY_SENT;
   };
+}
+
+/** The peer address, or the address the (trusted) load balancer saw: the last X-Forwarded-For entry. */
+function clientAddress(incoming: IncomingMessage, trustProxy: boolean): string | undefined {
+  const forwarded = trustProxy ? incoming.headers['x-forwarded-for'] : undefined;
+  if (typeof forwarded === 'string' && forwarded.length > 0) {
+    const last = forwarded.slice(forwarded.lastIndexOf(',') + 1).trim();
+    if (last) return last;
+  }
+  return incoming.socket.remoteAddress;
 }
 
 function pipeThroughGzip(response: ServerResponse): Writable {
