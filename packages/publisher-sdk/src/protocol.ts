@@ -35,7 +35,8 @@ export function eventNameProblem(event: unknown): string | undefined {
   if (event.length > MAX_EVENT_NAME_LENGTH) return `event is longer than ${MAX_EVENT_NAME_LENGTH} characters`;
   // A CR, LF or NUL would end the `event:` line early and let a publisher forge other fields.
   if (/[\r\n\0]/.test(event)) return 'event must not contain CR, LF or NUL';
-  if (event.startsWith(RESERVED_EVENT_PREFIX)) return `event names starting with "${RESERVED_EVENT_PREFIX}" are reserved`;
+  if (event.startsWith(RESERVED_EVENT_PREFIX))
+    return `event names starting with "${RESERVED_EVENT_PREFIX}" are reserved`;
   return undefined;
 }
 

@@ -1,6 +1,6 @@
 /** send / sendMany / close over a transport, with validation done once, before anything leaves the process. */
 import { ClosedError, ValidationError } from './errors.js';
-import { dataToText, eventNameProblem, topicProblem, DEFAULT_EVENT } from './protocol.js';
+import { DEFAULT_EVENT, dataToText, eventNameProblem, topicProblem } from './protocol.js';
 import type { OutgoingEvent, Transport } from './transport.js';
 
 export interface SendOptions {
