@@ -128,7 +128,12 @@ async function runOne(kind, redisUrl, conns) {
   const entry = kind === 'raw' ? `${here}raw-baseline.js` : `${here}../dist/main.js`;
   const server = await start(0, process.execPath, [entry], env, kind === 'raw' ? 'listening' : 'gateway listening');
 
-  const rss = () => Number(spawnSync('ps', ['-o', 'rss=', '-p', String(server.pid)]).stdout.toString().trim());
+  const rss = () =>
+    Number(
+      spawnSync('ps', ['-o', 'rss=', '-p', String(server.pid)])
+        .stdout.toString()
+        .trim(),
+    );
   const rssBeforeKb = rss();
   const stats = { sentAt: new Map(), latencies: [], measuring: false };
   const clients = [];
@@ -195,11 +200,7 @@ async function runOne(kind, redisUrl, conns) {
   stats.measuring = false;
   const sorted = stats.latencies.sort((a, b) => a - b);
 
-  const rssKb = Number(
-    spawnSync('ps', ['-o', 'rss=', '-p', String(server.pid)])
-      .stdout.toString()
-      .trim(),
-  );
+
   await publisher.close();
   for (const c of clients) c.socket.destroy();
   await stop(server);

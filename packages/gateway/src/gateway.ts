@@ -1,4 +1,5 @@
 /** Wires one gateway node: config -> engine -> hub -> app -> HTTP server, and its graceful shutdown. */
+import { STATUS_CODES } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type ServerType, serve } from '@hono/node-server';
 import type { Logger } from 'pino';
@@ -59,6 +60,25 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
 
   const server = await listen(app.fetch, config);
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // Requests Node's parser refuses never reach hono: answer them with the same JSON error shape.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: import('node:stream').Duplex) => {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, code, message] =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'headers_too_large', 'the request line and headers are too large']
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'request_timeout', 'the request did not arrive in time']
+          : [400, 'bad_request', 'the request is not valid HTTP'];
+    const body = JSON.stringify({ error: { code, message } });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
+        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Connection: close\r\n\r\n${body}`,
+    );
+  });
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, engine: engine.kind }, 'gateway listening');

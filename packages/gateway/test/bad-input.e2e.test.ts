@@ -73,7 +73,9 @@ async function expectRejected(
 }
 
 async function getEvents(query: string, headers: Record<string, string> = {}): Promise<JsonResponse<unknown>> {
-  return readJson(await fetch(`${gateway.url}/events${query}`, { headers: { accept: 'text/event-stream', ...headers } }));
+  return readJson(
+    await fetch(`${gateway.url}/events${query}`, { headers: { accept: 'text/event-stream', ...headers } }),
+  );
 }
 
 describe('GET /events', () => {
@@ -135,8 +137,16 @@ describe('GET /events', () => {
   });
 
   it('with a Last-Event-ID of the wrong number of positions: 400 invalid_last_event_id', async () => {
-    await expectRejected(await getEvents('?topic=x', { 'last-event-id': 'abc:1-0,abc:2-0' }), 400, 'invalid_last_event_id');
-    await expectRejected(await getEvents('?topic=x&topic=y', { 'last-event-id': 'abc:1-0' }), 400, 'invalid_last_event_id');
+    await expectRejected(
+      await getEvents('?topic=x', { 'last-event-id': 'abc:1-0,abc:2-0' }),
+      400,
+      'invalid_last_event_id',
+    );
+    await expectRejected(
+      await getEvents('?topic=x&topic=y', { 'last-event-id': 'abc:1-0' }),
+      400,
+      'invalid_last_event_id',
+    );
     await expectRejected(
       await getEvents('?topic=x&topic=y', { 'last-event-id': 'abc:1-0,abc:2-0,abc:3-0' }),
       400,
@@ -147,7 +157,8 @@ describe('GET /events', () => {
 });
 
 describe('POST /publish', () => {
-  const post = (body: string | unknown, headers: Record<string, string> = {}) => publish<unknown>(gateway.url, body, headers);
+  const post = (body: string | unknown, headers: Record<string, string> = {}) =>
+    publish<unknown>(gateway.url, body, headers);
 
   it('with invalid JSON: 400 invalid_json', async () => {
     await expectRejected(await post('{"topic":'), 400, 'invalid_json');
@@ -217,7 +228,11 @@ describe('POST /publish', () => {
     expect((await post({ topic: 'a', data: 'é'.repeat(400) })).status).toBe(200);
     await expectRejected(await post({ topic: 'a', data: 'é'.repeat(600) }), 413, 'payload_too_large');
     // JSON data counts by its serialised size.
-    await expectRejected(await post({ topic: 'a', data: { text: 'x'.repeat(MAX_PAYLOAD_BYTES) } }), 413, 'payload_too_large');
+    await expectRejected(
+      await post({ topic: 'a', data: { text: 'x'.repeat(MAX_PAYLOAD_BYTES) } }),
+      413,
+      'payload_too_large',
+    );
   });
 
   it.each([
@@ -237,7 +252,14 @@ describe('POST /publish', () => {
   it('with an unknown field: 400 unknown_field', async () => {
     const error = await expectRejected(await post({ topic: 'a', data: 'x', retry: 5 }), 400, 'unknown_field');
     expect(error.message).toContain('retry');
-    await expectRejected(await post([{ topic: 'a', data: 'x' }, { topic: 'a', id: '1', data: 'x' }]), 400, 'unknown_field');
+    await expectRejected(
+      await post([
+        { topic: 'a', data: 'x' },
+        { topic: 'a', id: '1', data: 'x' },
+      ]),
+      400,
+      'unknown_field',
+    );
   });
 
   it('with a missing or invalid topic: 400 invalid_topic', async () => {
@@ -324,7 +346,9 @@ describe('methods, routes and CORS', () => {
     ['POST', '/readyz', 'GET, OPTIONS'],
     ['POST', '/stats', 'GET, OPTIONS'],
   ])('%s %s: 405 method_not_allowed with Allow', async (method, path, allow) => {
-    const response = await readJson(await fetch(`${gateway.url}${path}?topic=x`, { method, body: method === 'GET' ? undefined : '{}' }));
+    const response = await readJson(
+      await fetch(`${gateway.url}${path}?topic=x`, { method, body: method === 'GET' ? undefined : '{}' }),
+    );
     await expectRejected(response, 405, 'method_not_allowed');
     expect(response.headers.get('allow')).toBe(allow);
   });
@@ -334,9 +358,15 @@ describe('methods, routes and CORS', () => {
   });
 
   it('OPTIONS without an allowed origin: 403 origin_not_allowed', async () => {
-    await expectRejected(await readJson(await fetch(`${gateway.url}/events`, { method: 'OPTIONS' })), 403, 'origin_not_allowed');
     await expectRejected(
-      await readJson(await fetch(`${gateway.url}/publish`, { method: 'OPTIONS', headers: { origin: 'https://evil.example.com' } })),
+      await readJson(await fetch(`${gateway.url}/events`, { method: 'OPTIONS' })),
+      403,
+      'origin_not_allowed',
+    );
+    await expectRejected(
+      await readJson(
+        await fetch(`${gateway.url}/publish`, { method: 'OPTIONS', headers: { origin: 'https://evil.example.com' } }),
+      ),
       403,
       'origin_not_allowed',
     );

@@ -66,7 +66,7 @@ describe.skipIf(!runnable)('demo page in headless Chromium through the load bala
     await page.goto(`${cluster.url}/demo`);
     await page.fill('#topics', TOPIC);
     await page.click('#connect');
-    await page.waitForFunction(() => document.getElementById('status')?.textContent === 'open', undefined, {
+    await page.waitForFunction("document.getElementById('status')?.textContent === 'open'", undefined, {
       timeout: 30_000,
     });
 

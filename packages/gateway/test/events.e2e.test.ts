@@ -17,6 +17,7 @@ import {
   countOf,
   eventsUrl,
   getJson,
+  memoryEngineWithLatency,
   numbers,
   publish,
   publishAll,
@@ -30,8 +31,11 @@ import {
 import { waitFor } from './support/wait.js';
 
 const gateways: TestGateway[] = [];
-async function gatewayWith(overrides: Parameters<typeof startTestGateway>[0] = {}): Promise<TestGateway> {
-  const started = await startTestGateway(overrides);
+async function gatewayWith(
+  overrides: Parameters<typeof startTestGateway>[0] = {},
+  options: Parameters<typeof startTestGateway>[1] = {},
+): Promise<TestGateway> {
+  const started = await startTestGateway(overrides, options);
   gateways.push(started);
   return started;
 }
@@ -164,6 +168,58 @@ describe('order and exactly-once delivery', () => {
     await client.waitForCount(published);
     expect(numbers(client.events)).toEqual(range(0, published));
     expect(client.opens).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('with the round-trip latency of a networked engine', () => {
+  it('a resume whose history reads overlap live publishing delivers every event exactly once (replay-then-live handover)', async () => {
+    const slowReads = await gatewayWith(
+      { historyMaxLength: 100_000 },
+      { engine: memoryEngineWithLatency({ readAfterMs: 25 }) },
+    );
+    const topic = 'latency/handover';
+    const url = eventsUrl(slowReads.url, topic);
+    // Three pages of history behind the first client, two behind the second.
+    const ids = await publishAll(slowReads.url, topic, range(0, 1200).map(String));
+    let published = ids.length;
+    let stop = false;
+    const publisher = (async () => {
+      while (!stop) {
+        await publishAll(slowReads.url, topic, range(published, published + 5).map(String));
+        published += 5;
+      }
+    })();
+    const early = collect(url, { lastEventId: ids[0] });
+    const later = collect(url, { lastEventId: ids[700], lastEventIdVia: 'query' });
+    // Well past the replay: live events queued during the history reads have been handed over.
+    await early.waitForCount(1500);
+    await later.waitForCount(1000);
+    stop = true;
+    await publisher;
+    await early.waitForCount(published - 1);
+    await later.waitForCount(published - 701);
+    expect(numbers(early.events)).toEqual(range(1, published));
+    expect(numbers(later.events)).toEqual(range(701, published));
+    expectIncreasingIds(early.events);
+  });
+
+  it('an event published as soon as the stream is open reaches the client', async () => {
+    const slowSubscribe = await gatewayWith({}, { engine: memoryEngineWithLatency({ subscribeMs: 100, headMs: 100 }) });
+    const topic = 'latency/first-event';
+    const client = collect(eventsUrl(slowSubscribe.url, topic));
+    await client.waitForOpen();
+    // The page reacts to `open` by starting the work that publishes (a common pattern).
+    const [first] = await publishAll(slowSubscribe.url, topic, ['first']);
+    let probes = 0;
+    await waitFor(
+      async () => {
+        if (client.events.length > 0) return true;
+        await publishAll(slowSubscribe.url, topic, [`probe-${probes++}`]);
+        return false;
+      },
+      { what: 'any event to arrive', intervalMs: 50 },
+    );
+    expect(client.events[0], 'the first event after open').toEqual({ id: first, event: 'message', data: 'first' });
   });
 });
 
@@ -475,7 +531,8 @@ describe('gzip', () => {
   let zipped: TestGateway;
   const opened: GzipStream[] = [];
   beforeAll(async () => {
-    zipped = await gatewayWith({ gzip: true });
+    // No heartbeat within the test's lifetime: the exact-bytes assertion below holds even on a slow machine.
+    zipped = await gatewayWith({ gzip: true, heartbeatMs: 3_600_000 });
   });
   afterEach(() => {
     for (const stream of opened.splice(0)) stream.close();
@@ -494,7 +551,9 @@ describe('gzip', () => {
       await waitFor(() => stream.text().includes(`data: ${word}\n\n`), { what: `the inflated event "${word}"` });
       expect(stream.response.complete).toBe(false);
     }
-    expect(stream.text()).toMatch(/^retry: \d+\n\nid: \S+\ndata: one\n\nid: \S+\ndata: two\n\nid: \S+\ndata: three\n\n$/);
+    expect(stream.text()).toMatch(
+      /^retry: \d+\n\nid: \S+\ndata: one\n\nid: \S+\ndata: two\n\nid: \S+\ndata: three\n\n$/,
+    );
   });
 
   it('does not gzip for a client that does not accept it', async () => {

@@ -32,7 +32,22 @@ const dataArbitrary = fc.oneof(
   fc.string({ unit: 'binary' }),
   fc.string({ unit: 'grapheme' }),
   fc.string({
-    unit: fc.constantFrom('\r', '\n', '\r\n', '\n\r', ' ', ':', 'a', 'é', '😀', '\u2028', '\0', 'data: x', 'id: 1', '\uFEFF'),
+    unit: fc.constantFrom(
+      '\r',
+      '\n',
+      '\r\n',
+      '\n\r',
+      ' ',
+      ':',
+      'a',
+      'é',
+      '😀',
+      '\u2028',
+      '\0',
+      'data: x',
+      'id: 1',
+      '\uFEFF',
+    ),
     maxLength: 40,
   }),
 );
@@ -41,7 +56,11 @@ const dataArbitrary = fc.oneof(
 const eventArbitrary = fc
   .oneof(
     fc.string({ unit: 'binary', minLength: 1, maxLength: 128 }),
-    fc.string({ unit: fc.constantFrom('a', 'Z', '.', ':', ' ', '-', 'é', '😀', 'gateway'), minLength: 1, maxLength: 20 }),
+    fc.string({
+      unit: fc.constantFrom('a', 'Z', '.', ':', ' ', '-', 'é', '😀', 'gateway'),
+      minLength: 1,
+      maxLength: 20,
+    }),
     fc.constant('message'),
   )
   .filter((name) => name.length <= 128 && !/[\r\n\0]/.test(name) && !name.startsWith('gateway.'));
@@ -87,7 +106,9 @@ describe('encodeFrame: exact bytes', () => {
   });
 
   it('passes multi-byte text through untouched', () => {
-    expect(encodeFrame({ id: 'e:1-0', event: 'prix', data: 'café 😀' })).toBe('id: e:1-0\nevent: prix\ndata: café 😀\n\n');
+    expect(encodeFrame({ id: 'e:1-0', event: 'prix', data: 'café 😀' })).toBe(
+      'id: e:1-0\nevent: prix\ndata: café 😀\n\n',
+    );
   });
 
   it('encodeBody is the frame without its id line', () => {

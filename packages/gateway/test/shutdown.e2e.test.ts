@@ -105,10 +105,15 @@ async function statusOrRefused(url: string): Promise<number | 'refused'> {
 
 function run(args: string[], settings: Record<string, string>) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    execFile(process.execPath, [MAIN, ...args], { cwd: REPO_ROOT, env: cleanEnv(settings), timeout: 30_000 }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
+    execFile(
+      process.execPath,
+      [MAIN, ...args],
+      { cwd: REPO_ROOT, env: cleanEnv(settings), timeout: 30_000 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+      },
+    );
   });
 }
 
@@ -200,7 +205,8 @@ describe('command line', () => {
     const { code, stdout } = await run(['--help'], {});
     expect(code).toBe(0);
     expect(stdout).toContain('Usage: sse-gateway');
-    for (const name of ['PORT', 'REDIS_URL', 'HEARTBEAT_MS', 'DRAIN_MS', 'MAX_BUFFERED_BYTES']) expect(stdout).toContain(name);
+    for (const name of ['PORT', 'REDIS_URL', 'HEARTBEAT_MS', 'DRAIN_MS', 'MAX_BUFFERED_BYTES'])
+      expect(stdout).toContain(name);
   });
 
   it('an invalid environment exits 2 and lists every problem', async () => {

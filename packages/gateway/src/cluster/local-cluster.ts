@@ -65,6 +65,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   const output = options.output ?? 'pipe';
   const children: ChildProcess[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'sse-cluster-'));
+  const nodes: ManagedNode[] = [];
   try {
     let redisUrl = options.redisUrl;
     if (!redisUrl) {
@@ -80,7 +81,6 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
       redisUrl = `redis://127.0.0.1:${redisPort}`;
     }
 
-    const nodes: ManagedNode[] = [];
     for (let i = 0; i < count; i++) {
       const port = options.gatewayBasePort ? options.gatewayBasePort + i : await freePort();
       const node = new ManagedNode(`gateway${i + 1}`, port, { ...options.env, REDIS_URL: redisUrl }, output);
@@ -127,6 +127,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     await cluster.waitForHealthyBackends(count);
     return cluster;
   } catch (error) {
+    await Promise.all(nodes.map((node) => node.kill('SIGKILL')));
     await Promise.all(children.map((child) => stopChild(child)));
     rmSync(dir, { recursive: true, force: true });
     throw error;

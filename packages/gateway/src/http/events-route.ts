@@ -62,12 +62,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
     const release = limits.admit(principal?.sub ? `sub:${principal.sub}` : `ip:${address}`);
     outgoing.once('close', release);
     const useGzip = config.gzip && /\bgzip\b/.test(c.req.header('accept-encoding') ?? '');
-    outgoing.writeHead(200, {
-      ...config.responseHeaders,
-      ...cors.responseHeaders(c.req.header('origin')),
-      ...SSE_HEADERS,
-      ...(useGzip ? { 'Content-Encoding': 'gzip', Vary: 'Accept-Encoding' } : {}),
-    });
+    const origin = c.req.header('origin');
     const output = useGzip ? pipeThroughGzip(outgoing) : outgoing;
     const now = Date.now();
     const connection = new Connection({
@@ -85,7 +80,6 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       remoteAddress: address,
       expiresAt: principal?.expiresAt ?? Number.POSITIVE_INFINITY,
     });
-    output.write(encodeRetry(config.retryMs * (1 + config.retryJitter * deps.random())));
     watchClientHangUp(incoming, outgoing, connection);
     log.info(
       {
@@ -98,7 +92,15 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       },
       'connection opened',
     );
-    void hub.open(connection, resume);
+    void hub.open(connection, resume, () => {
+      outgoing.writeHead(200, {
+        ...config.responseHeaders,
+        ...cors.responseHeaders(origin),
+        ...SSE_HEADERS,
+        ...(useGzip ? { 'Content-Encoding': 'gzip', Vary: 'Accept-Encoding' } : {}),
+      });
+      output.write(encodeRetry(config.retryMs * (1 + config.retryJitter * deps.random())));
+    });
     return RESPONSE_ALREADY_SENT;
   };
 }

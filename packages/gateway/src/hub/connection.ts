@@ -178,10 +178,11 @@ export class Connection {
     if (reason === 'client-closed' || reason === 'slow-consumer' || reason === 'write-timeout') {
       // Nothing more can or should reach this client: drop its backlog instead of flushing it.
       this.response.destroy();
-    } else if (this.output !== this.response) {
-      this.output.end();
     } else {
-      this.response.end();
+      // End the TCP connection with the stream: a reconnect must not reuse it (it would get this node's 503).
+      this.response.once('finish', () => this.socket.end());
+      if (this.output !== this.response) this.output.end();
+      else this.response.end();
     }
     this.onClose?.(this);
   }

@@ -109,21 +109,31 @@ export class Hub {
    * Attaches a connection: subscribes its topics, replays history after `resume` (or starts each topic at
    * its head), then flushes live events queued meanwhile, skipping what history already sent.
    */
-  async open(connection: Connection, resume: readonly Position[] | undefined): Promise<void> {
+  async open(
+    connection: Connection,
+    resume: readonly Position[] | undefined,
+    onAttached: () => void = () => {},
+  ): Promise<void> {
     this.#connections.add(connection);
     connection.onClose = (closed) => this.#detach(closed);
     const entries = connection.topics.map((topic) => this.#acquire(topic, connection));
     try {
       await Promise.all(entries.map((entry) => entry.subscribed));
-      if (resume) this.#metrics.replays.inc();
-      for (let index = 0; index < connection.topics.length; index++) {
-        if (connection.closed) return;
-        const topic = connection.topics[index] as string;
-        if (resume) {
+      if (!resume) {
+        for (let index = 0; index < connection.topics.length; index++) {
+          const head = await this.#engine.head(connection.topics[index] as string);
+          if (connection.closed) return;
+          connection.startAt(index, head);
+        }
+      }
+      if (connection.closed) return;
+      // Subscribed and positioned: only now may the client see its stream open.
+      onAttached();
+      if (resume) {
+        this.#metrics.replays.inc();
+        for (let index = 0; index < connection.topics.length; index++) {
+          if (connection.closed) return;
           await this.#replay(connection, index, resume[index] as Position);
-        } else {
-          const head = await this.#engine.head(topic);
-          if (!connection.closed) connection.startAt(index, head);
         }
       }
       if (!connection.closed) connection.goLive();
@@ -215,7 +225,12 @@ export class Hub {
         if (++resets > MAX_RESETS_PER_TOPIC) throw new Error(`history of ${topic} kept resetting`);
         continue;
       }
-      for (const publication of page.events) connection.writeHistory(encodeDelivery(publication));
+      for (const publication of page.events) {
+        // Backpressure per event, not per page: a page can be far larger than the connection's budget.
+        await connection.whenWritable();
+        if (connection.closed) return;
+        connection.writeHistory(encodeDelivery(publication));
+      }
       this.#metrics.replayedEvents.inc(page.events.length);
       const last = page.events[page.events.length - 1];
       if (last) cursor = last.position;
@@ -235,7 +250,7 @@ export class Hub {
         connection.close(reason);
         continue;
       }
-      if (heartbeatDue) {
+      if (heartbeatDue && connection.response.headersSent) {
         if (!connection.wroteSinceHeartbeat) connection.writeHeartbeat();
         connection.wroteSinceHeartbeat = false;
       }

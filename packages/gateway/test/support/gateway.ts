@@ -8,6 +8,8 @@ import { createServer } from 'node:net';
 import { EventSource } from 'eventsource';
 import { pino } from 'pino';
 import { type Config, configWith } from '../../src/config.js';
+import type { Engine } from '../../src/engine/engine.js';
+import { MemoryEngine } from '../../src/engine/memory-engine.js';
 import { type Gateway, startGateway } from '../../src/gateway.js';
 import { waitFor } from './wait.js';
 
@@ -23,7 +25,10 @@ export interface TestGateway {
  * Starts a gateway on 127.0.0.1 and a free port, with the embedded engine, a silent logger and test-sized
  * timings (short retry, no retry jitter, no drain); `overrides` win.
  */
-export async function startTestGateway(overrides: Partial<Config> = {}): Promise<TestGateway> {
+export async function startTestGateway(
+  overrides: Partial<Config> = {},
+  options: { readonly engine?: (config: Config) => Engine } = {},
+): Promise<TestGateway> {
   const config = configWith({
     port: 0,
     host: '127.0.0.1',
@@ -34,12 +39,61 @@ export async function startTestGateway(overrides: Partial<Config> = {}): Promise
     drainMs: 0,
     ...overrides,
   });
-  const gateway = await startGateway(config, { logger: pino({ level: 'silent' }) });
+  const engine = options.engine?.(config);
+  const gateway = await startGateway(config, { logger: pino({ level: 'silent' }), ...(engine ? { engine } : {}) });
   return { gateway, url: gateway.url, close: () => gateway.close(0) };
 }
 
+export interface Latency {
+  /** Delay before the engine registers a subscription (a SUBSCRIBE round trip). */
+  readonly subscribeMs?: number;
+  /** Delay of reading a topic's head (an XREVRANGE round trip). */
+  readonly headMs?: number;
+  /** Delay of every history page, read at the end of the delay (an XRANGE round trip). */
+  readonly readAfterMs?: number;
+}
+
+/**
+ * The embedded engine with the round-trip latency of a networked one: the in-memory engine answers in
+ * microtasks, which hides every race between history reads and live publications that Redis exposes.
+ */
+export function memoryEngineWithLatency(latency: Latency): (config: Config) => Engine {
+  return (config) => {
+    const inner = new MemoryEngine({ maxLength: config.historyMaxLength, maxAgeMs: config.historyMaxAgeMs });
+    const delay = async (ms: number | undefined) => {
+      if (ms) await new Promise((resolve) => setTimeout(resolve, ms));
+    };
+    const slowed: Partial<Engine> = {
+      subscribe: async (topic) => {
+        await delay(latency.subscribeMs);
+        await inner.subscribe(topic);
+      },
+      head: async (topic) => {
+        await delay(latency.headMs);
+        return inner.head(topic);
+      },
+      readAfter: async (topic, after, limit) => {
+        await delay(latency.readAfterMs);
+        return inner.readAfter(topic, after, limit);
+      },
+    };
+    // Everything else goes straight to the engine (bound: it keeps private fields).
+    return new Proxy(inner, {
+      get(target, property) {
+        if (Object.hasOwn(slowed, property)) return slowed[property as keyof Engine];
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  };
+}
+
 /** `/events` URL of `topics` (repeated `topic` parameters), plus any extra query parameters. */
-export function eventsUrl(base: string, topics: string | readonly string[], query: Record<string, string> = {}): string {
+export function eventsUrl(
+  base: string,
+  topics: string | readonly string[],
+  query: Record<string, string> = {},
+): string {
   const url = new URL('/events', base);
   for (const topic of typeof topics === 'string' ? [topics] : topics) url.searchParams.append('topic', topic);
   for (const [name, value] of Object.entries(query)) url.searchParams.set(name, value);
@@ -187,7 +241,10 @@ const openRawStreams = new Set<RawStream>();
 /** GETs `url` with fetch and keeps reading its body in the background. */
 export async function rawStream(url: string, headers: Record<string, string> = {}): Promise<RawStream> {
   const controller = new AbortController();
-  const response = await fetch(url, { headers: { accept: 'text/event-stream', ...headers }, signal: controller.signal });
+  const response = await fetch(url, {
+    headers: { accept: 'text/event-stream', ...headers },
+    signal: controller.signal,
+  });
   let text = '';
   let ended = false;
   let error: unknown;

@@ -36,7 +36,8 @@ export async function waitFor<T>(predicate: () => T | Promise<T>, options: WaitO
       lastError = error;
     }
     if (Date.now() >= deadline) {
-      const cause = lastError === undefined ? '' : ` (last error: ${(lastError as Error)?.message ?? String(lastError)})`;
+      const cause =
+        lastError === undefined ? '' : ` (last error: ${(lastError as Error)?.message ?? String(lastError)})`;
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${options.what}${cause}`);
     }
     await pause(intervalMs);
@@ -68,7 +69,10 @@ export function withDeadline<T>(promise: Promise<T>, options: { readonly timeout
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${options.what}`)), timeoutMs);
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${options.what}`)),
+      timeoutMs,
+    );
   });
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
