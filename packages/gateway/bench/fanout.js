@@ -200,7 +200,6 @@ async function runOne(kind, redisUrl, conns) {
   stats.measuring = false;
   const sorted = stats.latencies.sort((a, b) => a - b);
 
-
   await publisher.close();
   for (const c of clients) c.socket.destroy();
   await stop(server);
