@@ -61,6 +61,7 @@ export class Access {
   async authorizePublish(c: Context, topics: readonly string[]): Promise<Principal | undefined> {
     if (this.open) return undefined;
     const principal = await this.#authenticate(c, false);
+    if (principal?.source === 'cookie') requireJsonBody(c);
     if (!principal) {
       throw new GatewayError(401, 'unauthorized', 'publishing needs a token with a publish grant', {
         'WWW-Authenticate': 'Bearer',
@@ -77,6 +78,7 @@ export class Access {
   /** Requires a token (bearer or cookie) and mints a single-use subscribe ticket from it. */
   async mintTicket(c: Context): Promise<{ ticket: string; expiresAt: number }> {
     if (this.open) throw new GatewayError(404, 'tickets_disabled', 'tickets need auth keys; this gateway is open');
+    // No CSRF check here: a forged mint cannot read the ticket it caused (no CORS for foreign origins).
     const principal = await this.#authenticate(c, false);
     if (!principal) {
       throw new GatewayError(401, 'unauthorized', 'minting a ticket needs a token', { 'WWW-Authenticate': 'Bearer' });
@@ -114,6 +116,21 @@ export class Access {
       if (error instanceof InvalidTokenError) throw new GatewayError(401, 'invalid_token', error.message);
       throw error;
     }
+  }
+}
+
+/**
+ * CSRF: a browser attaches cookies to cross-site form posts, but a cross-origin request with a JSON
+ * content type must pass a CORS preflight first. So a cookie-authenticated write must be JSON.
+ */
+function requireJsonBody(c: Context): void {
+  const type = c.req.header('content-type') ?? '';
+  if (!/^application\/json\s*(;|$)/i.test(type)) {
+    throw new GatewayError(
+      415,
+      'json_required',
+      'a request authenticated by cookie must have Content-Type: application/json (CSRF protection)',
+    );
   }
 }
 

@@ -72,7 +72,7 @@ export class TokenVerifier {
           audience: this.#options.audience,
           clockTolerance: this.#options.clockSkewS,
         });
-        return principalFromPayload(payload, source);
+        return principalFromPayload(payload, source, this.#options.clockSkewS);
       } catch (error) {
         lastError = error;
       }
@@ -94,7 +94,8 @@ export class TokenVerifier {
   }
 }
 
-export function principalFromPayload(payload: JWTPayload, source: Principal['source']): Principal {
+/** `clockSkewS` extends the expiry the same way it extends acceptance: a token accepted is not cut at once. */
+export function principalFromPayload(payload: JWTPayload, source: Principal['source'], clockSkewS = 0): Principal {
   const claim = (payload[GRANTS_CLAIM] ?? {}) as { subscribe?: unknown; publish?: unknown };
   const sub = typeof payload.sub === 'string' ? payload.sub : undefined;
   const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : typeof value === 'string' ? [value] : []);
@@ -102,7 +103,7 @@ export function principalFromPayload(payload: JWTPayload, source: Principal['sou
     sub,
     subscribe: compileGrants(list(claim.subscribe), { sub }),
     publish: compileGrants(list(claim.publish), { sub }),
-    expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : Number.POSITIVE_INFINITY,
+    expiresAt: typeof payload.exp === 'number' ? (payload.exp + clockSkewS) * 1000 : Number.POSITIVE_INFINITY,
     source,
   };
 }
