@@ -303,6 +303,28 @@ describe('reset events', () => {
     expect(client.events).toHaveLength(7);
   });
 
+  it('an engine gap notice (events lost while the Redis subscriber was away) reaches live clients as a reset', async () => {
+    const topic = 'reset/gap';
+    const ids = await publishAll(short.url, topic, ['0', '1']);
+    const single = collect(eventsUrl(short.url, topic));
+    const multi = collect(eventsUrl(short.url, [topic, 'reset/gap-other']));
+    await single.waitForOpen();
+    await multi.waitForOpen();
+    const [live] = await publishAll(short.url, topic, ['2']);
+    await single.waitForCount(1);
+    await multi.waitForCount(1);
+    // What the Redis engine reports when a refill finds the missed events trimmed away.
+    const gapAt = { epoch: live?.split(':')[0] ?? '', ms: Number.MAX_SAFE_INTEGER - 1, seq: 0 };
+    short.gateway.hub.onGap(topic, 'trimmed', gapAt);
+    await single.waitForCount(2);
+    await multi.waitForCount(2);
+    expect(single.events[1]).toMatchObject({ event: 'gateway.reset', id: `${gapAt.epoch}:${gapAt.ms}-0` });
+    expect(resetData(single.events[1])).toEqual({ topic, reason: 'trimmed' });
+    // The multi-topic id moves only this topic's position.
+    expect(multi.events[1]?.id.split(',')[0]).toBe(`${gapAt.epoch}:${gapAt.ms}-0`);
+    expect(ids).toHaveLength(2);
+  });
+
   it('resuming from the reset id or from inside history gives no reset', async () => {
     const topic = 'reset/exact';
     const ids = await publishAll(short.url, topic, range(0, 20).map(String));
