@@ -2,6 +2,7 @@
  * The only reader of process.env: every setting, its env var, default and documentation in one table,
  * parsed into a frozen Config. Every invalid setting is reported together at boot.
  */
+import { createPublicKey } from 'node:crypto';
 import { DEFAULT_KEY_PREFIX } from '@sse-gateway/publisher-sdk/protocol';
 
 export interface Config {
@@ -336,6 +337,19 @@ const pem = (raw: string): string | undefined => {
   if (value === '') return undefined;
   if (!value.includes('-----BEGIN PUBLIC KEY-----'))
     throw new SettingError('must be a PEM public key (-----BEGIN PUBLIC KEY-----)');
+  let key: ReturnType<typeof createPublicKey>;
+  try {
+    key = createPublicKey(value.replaceAll('\\n', '\n'));
+  } catch {
+    throw new SettingError('is not a readable PEM public key');
+  }
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  const usable =
+    key.asymmetricKeyType === 'rsa' ||
+    key.asymmetricKeyType === 'ed25519' ||
+    (key.asymmetricKeyType === 'ec' && ['prime256v1', 'secp384r1', 'secp521r1'].includes(curve ?? ''));
+  if (!usable)
+    throw new SettingError(`is a ${key.asymmetricKeyType} ${curve ?? ''} key; use RSA, EC P-256/384/521 or Ed25519`);
   return value;
 };
 

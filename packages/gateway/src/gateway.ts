@@ -1,12 +1,13 @@
 /** Wires one gateway node: config -> engine -> hub -> app -> HTTP server, and its graceful shutdown. */
-import { STATUS_CODES } from 'node:http';
+import { createServer, STATUS_CODES } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { type ServerType, serve } from '@hono/node-server';
+import { getRequestListener, type ServerType, type serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import type { Engine } from './engine/engine.js';
 import { createEngine } from './engine/index.js';
 import { createApp } from './http/app.js';
+import { errorBody } from './http/errors.js';
 import { Hub } from './hub/hub.js';
 import { createLogger } from './logger.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
@@ -114,19 +115,28 @@ function listen(
   config: Config,
 ): Promise<ServerType & import('node:http').Server> {
   return new Promise((resolve, reject) => {
-    const server = serve({
-      fetch,
-      port: config.port,
+    // Requests the adapter cannot turn into a URL (backslash in the path, `*`, a bad Host) get JSON too.
+    const listener = getRequestListener(fetch, {
       hostname: config.host,
-      serverOptions: {
-        // Slowloris: headers and request bodies must arrive in time. requestTimeout covers receiving the
-        // request only, never the hour-long response stream.
+      errorHandler: (error) =>
+        Response.json(
+          (error as Error | undefined)?.name === 'RequestError'
+            ? errorBody('bad_request', 'the request target or Host header is not valid')
+            : errorBody('internal_error', 'internal error'),
+          { status: (error as Error | undefined)?.name === 'RequestError' ? 400 : 500 },
+        ),
+    });
+    const server = createServer(
+      {
         headersTimeout: config.headersTimeoutMs,
         requestTimeout: config.requestTimeoutMs,
-        // Node checks those timeouts every 30 s by default: too coarse for a 10 s limit.
         connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+        // Node's own answer to a missing Host has no body: let the adapter default it to our host instead.
+        requireHostHeader: false,
       },
-    }) as ServerType & import('node:http').Server;
+      listener,
+    ) as ServerType & import('node:http').Server;
+    server.listen(config.port, config.host);
     server.once('listening', () => resolve(server));
     server.once('error', reject);
   });

@@ -4,6 +4,7 @@
  * RS256/ES256/EdDSA public keys and a JWKS URL; issuer, audience and expiry; publish grants; public topics;
  * tickets across nodes sharing Redis; a stream whose token expires; CORS with credentials; open dev mode.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
@@ -17,7 +18,7 @@ import {
   UnsecuredJWT,
 } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Config } from '../src/config.js';
+import { type Config, ConfigError, loadConfig } from '../src/config.js';
 import { closeAllCollectors, collect, eventsUrl, startTestGateway, type TestGateway } from './support/gateway.js';
 import { startRedis, type TestRedis, uniquePrefix } from './support/redis-server.js';
 import { waitFor } from './support/wait.js';
@@ -532,6 +533,40 @@ describe.each([
   });
 });
 
+describe('an unusable AUTH_JWT_PUBLIC_KEY', () => {
+  it.each([
+    ['garbage between the PEM lines', '-----BEGIN PUBLIC KEY-----\nZ2FyYmFnZQ==\n-----END PUBLIC KEY-----'],
+    [
+      'a DSA key (SPKI, but no JWT algorithm)',
+      generateKeyPairSync('dsa', { modulusLength: 2048, divisorLength: 224 }).publicKey.export({
+        type: 'spki',
+        format: 'pem',
+      }) as string,
+    ],
+  ])('(%s) is refused at start, not answered with a 500 on every token', async (_case, pem) => {
+    let refusedByConfig = false;
+    try {
+      loadConfig({ AUTH_JWT_PUBLIC_KEY: pem });
+    } catch (error) {
+      refusedByConfig = error instanceof ConfigError && /AUTH_JWT_PUBLIC_KEY/.test(error.message);
+    }
+    if (refusedByConfig) return;
+    let gateway: TestGateway | undefined;
+    try {
+      gateway = await startTestGateway({ authJwtPublicKey: pem });
+    } catch (error) {
+      expect(String(error)).toMatch(/AUTH_JWT_PUBLIC_KEY/);
+      return;
+    }
+    try {
+      const reply = await subscribe(gateway.url, 'orders/1', bearer('a.b.c'));
+      expect.fail(`the gateway started with an unusable key; a token request answered ${reply.status} ${reply.text}`);
+    } finally {
+      await gateway.close();
+    }
+  });
+});
+
 describe('AUTH_JWKS_URL', () => {
   let jwksServer: Server;
   let jwksRequests = 0;
@@ -646,22 +681,24 @@ describe('publishing', () => {
     expect((batch.json as { ids: string[] }).ids).toHaveLength(2);
   });
 
-  it('a cookie alone does not let a cross-site form post publish (CSRF)', async () => {
+  it('a cookie alone does not let a cross-site form post publish (CSRF): 415 json_required', async () => {
     // An HTML form on any site can POST a text/plain body that is valid JSON, and the browser attaches
     // the user's cookie (SameSite=None, which cross-site EventSource needs). That must not publish.
     const token = await hs256({ sub: 'alice', subscribe: ['orders/*'], publish: ['orders/*'] });
     const formBody = '{"topic":"orders/csrf","data":"="}'; // name=`{"topic":"orders/csrf","data":"` value=`"}`
-    const reply = await publishTo(
-      base,
-      formBody,
-      { ...cookie(token), origin: 'https://evil.example.net' },
-      'text/plain',
-    );
-    expect(
-      reply.status,
-      `a cookie-authenticated text/plain publish answered ${reply.status} ${reply.text}`,
-    ).toBeGreaterThanOrEqual(400);
-    expect(reply.status).toBeLessThan(500);
+    for (const contentType of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
+      const reply = await publishTo(
+        base,
+        formBody,
+        { ...cookie(token), origin: 'https://evil.example.net' },
+        contentType,
+      );
+      expectError(reply, 415, 'json_required');
+    }
+    // JSON needs a CORS preflight cross-origin, so a cookie with a JSON body is a same-origin page (or an
+    // allowed one): that publishes. A bearer token cannot be forged by a form at all.
+    expect((await publishTo(base, formBody, cookie(token), 'application/json; charset=utf-8')).status).toBe(200);
+    expect((await publishTo(base, formBody, bearer(token), 'text/plain')).status).toBe(200);
   });
 });
 
@@ -672,6 +709,13 @@ describe('public topics', () => {
     await expectStream(await subscribe(base, ['public/news', 'status']));
     expectError(await subscribe(base, 'public'), 401, 'unauthorized');
     expectError(await subscribe(base, 'status/x'), 401, 'unauthorized');
+  });
+
+  it('still check credentials that are sent: an invalid token is 401 even for a public topic', async () => {
+    expectError(await subscribe(base, 'public/news', bearer('junk')), 401, 'invalid_token');
+    expectError(await subscribe(base, 'public/news', cookie('junk')), 401, 'invalid_token');
+    // A valid token without any grant still reads public topics.
+    await expectStream(await subscribe(base, 'public/news', bearer(await hs256({ sub: 'nobody' }))));
   });
 
   it('do not open private topics of the same request', async () => {
@@ -759,6 +803,24 @@ describe('a token expiring mid-stream', () => {
     await waitFor(() => stream.ended || stream.text.split(':\n\n').length > 5, { what: 'five heartbeats or the end' });
     expect(stream.text).not.toContain(TOKEN_EXPIRED);
     expect(stream.ended).toBe(false);
+  });
+
+  it('with AUTH_CLOCK_SKEW_S, the stream ends at exp + skew', async () => {
+    const skewS = 2;
+    const skewed = await gatewayWith({ authJwtSecret: SECRET, authClockSkewS: skewS });
+    const exp = nowS() + 2;
+    const token = await hs256({ subscribe: ['orders/*'] }, { exp, iss: null, aud: null });
+    const stream = await subscribe(skewed.url, 'orders/1', bearer(token));
+    await expectStream(stream);
+    let seenAt = 0;
+    await waitFor(
+      () => {
+        if (!seenAt && stream.text.includes(`event: ${TOKEN_EXPIRED}`)) seenAt = Date.now();
+        return seenAt && stream.ended;
+      },
+      { what: 'gateway.token-expired, then the end of the stream', timeoutMs: 30_000 },
+    );
+    expect(seenAt).toBeGreaterThanOrEqual((exp + skewS) * 1000);
   });
 });
 

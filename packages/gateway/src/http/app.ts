@@ -131,6 +131,11 @@ export function createApp(deps: AppDeps): Hono<Env> {
       metrics.rejectedRequests.inc({ code: 'bad_request' });
       return c.json(errorBody('bad_request', error.message || 'bad request'), status);
     }
+    // The client went away mid-request (or was cut off by REQUEST_TIMEOUT_MS): nobody to answer, nothing wrong here.
+    if ((error as NodeJS.ErrnoException).code === 'ECONNRESET' || c.env.incoming?.destroyed) {
+      log.debug({ path: c.req.path }, 'client closed the request');
+      return c.json(errorBody('client_closed', 'the client closed the request'), 400);
+    }
     log.error({ err: error, path: c.req.path }, 'unhandled error');
     return c.json(errorBody('internal_error', 'internal error'), 500);
   });
