@@ -90,6 +90,10 @@ function connect(port, sampled, stats) {
       if (!headersDone) {
         if (chunk.indexOf('\r\n\r\n') < 0) return;
         headersDone = true;
+        if (!chunk.toString('latin1', 0, 12).startsWith('HTTP/1.1 200')) {
+          reject(new Error(`stream refused: ${chunk.toString('utf8', 0, 300)}`));
+          return;
+        }
         resolve(client);
       }
       let at = chunk.indexOf('data: ');
@@ -123,6 +127,9 @@ async function runOne(kind, redisUrl, conns) {
     LOG_LEVEL: 'info', // the default: connection open/close lines are part of the product's cost
     GZIP: String(args.gzip),
     MAX_BUFFERED_BYTES: String(8 * 1024 * 1024),
+    MAX_CONNECTIONS: '50000',
+    MAX_CONNECTIONS_PER_CLIENT: '50000', // every bench client comes from 127.0.0.1
+    MAX_NEW_CONNECTIONS_PER_SECOND: '100000',
   };
   const here = fileURLToPath(new URL('.', import.meta.url));
   const entry = kind === 'raw' ? `${here}raw-baseline.js` : `${here}../dist/main.js`;

@@ -32,7 +32,7 @@ export interface Config {
   readonly maxConnectionAgeMs: number;
   /** Unsent bytes a connection may hold before it is cut off as a slow consumer. Default 1 MiB. */
   readonly maxBufferedBytes: number;
-  /** Events kept per topic (approximate on Redis); 0 = no length limit. Default 1000. */
+  /** Events kept per topic (trimmed exactly on publish); 0 = no length limit. Default 1000. */
   readonly historyMaxLength: number;
   /** Age after which events leave history; 0 = no age limit. Default 24 h. */
   readonly historyMaxAgeMs: number;
@@ -78,7 +78,7 @@ export interface Config {
   readonly maxConnections: number;
   /** Connections one client (token subject, else IP address) may hold on this node. Default 1000 (NATs share addresses). */
   readonly maxConnectionsPerClient: number;
-  /** New streams accepted per second on this node, beyond which 503 + Retry-After. Default 2000. */
+  /** New streams accepted per second on this node (burst of the same size), beyond which 503 + Retry-After. Default 10 000. */
   readonly maxNewConnectionsPerSecond: number;
   /** Take the client address from the last X-Forwarded-For entry (behind a load balancer). Default false. */
   readonly trustProxy: boolean;
@@ -89,15 +89,14 @@ export interface Config {
 }
 
 interface Setting<K extends keyof Config> {
-  readonly key: K;
   readonly env: string;
   readonly default: string | undefined;
   readonly doc: string;
   readonly parse: (raw: string) => Config[K];
 }
 
-/** One row of the table, typed by its key. */
-type AnySetting = { [K in keyof Config]: Setting<K> }[keyof Config];
+/** One row per Config field: a field without a row is a compile error, not a silent `undefined`. */
+type SettingsTable = { readonly [K in keyof Config]: Setting<K> };
 
 class SettingError extends Error {}
 
@@ -197,122 +196,102 @@ const origins = (raw: string): string[] => {
 
 const MIB = 1024 * 1024;
 
-const SETTINGS: readonly AnySetting[] = [
-  { key: 'port', env: 'PORT', default: '8080', doc: 'TCP port', parse: integer(0, 65535) },
-  { key: 'host', env: 'HOST', default: '127.0.0.1', doc: 'interface to bind (0.0.0.0 in containers)', parse: text },
-  {
-    key: 'redisUrl',
+const GENERAL_SETTINGS = {
+  port: { env: 'PORT', default: '8080', doc: 'TCP port', parse: integer(0, 65535) },
+  host: { env: 'HOST', default: '127.0.0.1', doc: 'interface to bind (0.0.0.0 in containers)', parse: text },
+  redisUrl: {
     env: 'REDIS_URL',
     default: undefined,
     doc: 'Redis URL; unset runs the embedded in-memory engine (single node)',
     parse: redisUrl,
   },
-  { key: 'redisPrefix', env: 'REDIS_PREFIX', default: DEFAULT_KEY_PREFIX, doc: 'prefix of Redis keys', parse: text },
-  { key: 'logLevel', env: 'LOG_LEVEL', default: 'info', doc: LOG_LEVELS.join('|'), parse: logLevel },
-  { key: 'retryMs', env: 'RETRY_MS', default: '3000', doc: 'reconnect delay hinted to clients', parse: integer(0) },
-  {
-    key: 'retryJitter',
+  redisPrefix: { env: 'REDIS_PREFIX', default: DEFAULT_KEY_PREFIX, doc: 'prefix of Redis keys', parse: text },
+  logLevel: { env: 'LOG_LEVEL', default: 'info', doc: LOG_LEVELS.join('|'), parse: logLevel },
+  retryMs: { env: 'RETRY_MS', default: '3000', doc: 'reconnect delay hinted to clients', parse: integer(0) },
+  retryJitter: {
     env: 'RETRY_JITTER',
     default: '0.5',
     doc: 'random extra share of RETRY_MS per connection (0..1)',
     parse: fraction,
   },
-  { key: 'heartbeatMs', env: 'HEARTBEAT_MS', default: '15000', doc: 'comment heartbeat interval', parse: integer(50) },
-  {
-    key: 'writeTimeoutMs',
+  heartbeatMs: { env: 'HEARTBEAT_MS', default: '15000', doc: 'comment heartbeat interval', parse: integer(50) },
+  writeTimeoutMs: {
     env: 'WRITE_TIMEOUT_MS',
     default: '2000',
     doc: 'a write with no progress for this long times out',
     parse: integer(10),
   },
-  {
-    key: 'closeOnWriteTimeout',
+  closeOnWriteTimeout: {
     env: 'CLOSE_ON_WRITE_TIMEOUT',
     default: 'true',
     doc: 'close a connection whose write timed out',
     parse: boolean,
   },
-  {
-    key: 'idleTimeoutMs',
+  idleTimeoutMs: {
     env: 'IDLE_TIMEOUT_MS',
     default: String(30 * 60_000),
     doc: 'close a connection with no event for this long (0 = never)',
     parse: integer(0),
   },
-  {
-    key: 'maxConnectionAgeMs',
+  maxConnectionAgeMs: {
     env: 'MAX_CONNECTION_AGE_MS',
     default: '0',
     doc: 'close connections older than this, minus up to 10% jitter (0 = never)',
     parse: integer(0),
   },
-  {
-    key: 'maxBufferedBytes',
+  maxBufferedBytes: {
     env: 'MAX_BUFFERED_BYTES',
     default: String(MIB),
     doc: 'unsent bytes per connection before it is cut off as a slow consumer',
     parse: integer(1024),
   },
-  {
-    key: 'historyMaxLength',
+  historyMaxLength: {
     env: 'HISTORY_MAX_LENGTH',
     default: '1000',
     doc: 'events kept per topic (0 = no length limit)',
     parse: integer(0),
   },
-  {
-    key: 'historyMaxAgeMs',
+  historyMaxAgeMs: {
     env: 'HISTORY_MAX_AGE_MS',
     default: String(24 * 3_600_000),
     doc: 'age after which events leave history (0 = no age limit)',
     parse: integer(0),
   },
-  {
-    key: 'responseHeaders',
+  responseHeaders: {
     env: 'RESPONSE_HEADERS',
     default: '',
     doc: 'JSON object of extra headers on SSE responses',
     parse: headers,
   },
-  {
-    key: 'corsOrigins',
+  corsOrigins: {
     env: 'CORS_ORIGINS',
     default: '',
     doc: 'comma-separated origins allowed by CORS ("*" = any, without credentials)',
     parse: origins,
   },
-  {
-    key: 'drainMs',
-    env: 'DRAIN_MS',
-    default: '10000',
-    doc: 'time over which streams close on shutdown',
-    parse: integer(0),
-  },
-  { key: 'gzip', env: 'GZIP', default: 'false', doc: 'gzip streams for clients that accept it', parse: boolean },
-  {
-    key: 'maxTopicsPerConnection',
+  drainMs: { env: 'DRAIN_MS', default: '10000', doc: 'time over which streams close on shutdown', parse: integer(0) },
+  gzip: { env: 'GZIP', default: 'false', doc: 'gzip streams for clients that accept it', parse: boolean },
+  maxTopicsPerConnection: {
     env: 'MAX_TOPICS_PER_CONNECTION',
     default: '32',
     doc: 'topics one connection may follow',
     parse: integer(1, 256),
   },
-  {
-    key: 'maxPayloadBytes',
+  maxPayloadBytes: {
     env: 'MAX_PAYLOAD_BYTES',
     default: String(64 * 1024),
     doc: 'largest data of one event, in bytes',
     parse: integer(1),
   },
-  { key: 'demoPage', env: 'DEMO_PAGE', default: 'true', doc: 'serve the demo page at /demo', parse: boolean },
-  { key: 'maxBatchSize', env: 'MAX_BATCH_SIZE', default: '100', doc: 'most events per publish', parse: integer(1) },
-  {
-    key: 'maxBodyBytes',
+  demoPage: { env: 'DEMO_PAGE', default: 'true', doc: 'serve the demo page at /demo', parse: boolean },
+  maxBatchSize: { env: 'MAX_BATCH_SIZE', default: '100', doc: 'most events per publish', parse: integer(1) },
+  maxBodyBytes: {
     env: 'MAX_BODY_BYTES',
     default: String(MIB),
     doc: 'largest publish request body, in bytes',
     parse: integer(64),
   },
-];
+} satisfies Partial<SettingsTable>;
 
 const secret = (raw: string): string | undefined => {
   const value = raw.trim();
@@ -359,89 +338,72 @@ const topicPatterns = (raw: string): string[] =>
     .map((pattern) => pattern.trim())
     .filter(Boolean);
 
-const AUTH_SETTINGS: readonly AnySetting[] = [
-  {
-    key: 'authJwtSecret',
-    env: 'AUTH_JWT_SECRET',
-    default: '',
-    doc: 'HMAC secret for JWTs (>= 32 chars)',
-    parse: secret,
-  },
-  {
-    key: 'authJwtPublicKey',
+const ACCESS_AND_LIMIT_SETTINGS = {
+  authJwtSecret: { env: 'AUTH_JWT_SECRET', default: '', doc: 'HMAC secret for JWTs (>= 32 chars)', parse: secret },
+  authJwtPublicKey: {
     env: 'AUTH_JWT_PUBLIC_KEY',
     default: '',
     doc: 'PEM public key for JWTs (RS/ES/EdDSA)',
     parse: pem,
   },
-  { key: 'authJwksUrl', env: 'AUTH_JWKS_URL', default: '', doc: 'JWKS URL for JWTs', parse: url },
-  { key: 'authIssuer', env: 'AUTH_ISSUER', default: '', doc: 'required iss claim', parse: optionalText },
-  { key: 'authAudience', env: 'AUTH_AUDIENCE', default: '', doc: 'required aud claim', parse: optionalText },
-  {
-    key: 'authClockSkewS',
+  authJwksUrl: { env: 'AUTH_JWKS_URL', default: '', doc: 'JWKS URL for JWTs', parse: url },
+  authIssuer: { env: 'AUTH_ISSUER', default: '', doc: 'required iss claim', parse: optionalText },
+  authAudience: { env: 'AUTH_AUDIENCE', default: '', doc: 'required aud claim', parse: optionalText },
+  authClockSkewS: {
     env: 'AUTH_CLOCK_SKEW_S',
     default: '30',
     doc: 'tolerated clock skew, seconds',
     parse: integer(0, 3600),
   },
-  {
-    key: 'authCookieName',
-    env: 'AUTH_COOKIE_NAME',
-    default: 'sse_token',
-    doc: 'cookie holding the token',
-    parse: text,
-  },
-  {
-    key: 'authTicketSecret',
+  authCookieName: { env: 'AUTH_COOKIE_NAME', default: 'sse_token', doc: 'cookie holding the token', parse: text },
+  authTicketSecret: {
     env: 'AUTH_TICKET_SECRET',
     default: '',
     doc: 'secret signing subscribe tickets (default: derived from AUTH_JWT_SECRET)',
     parse: secret,
   },
-  {
-    key: 'ticketTtlMs',
-    env: 'TICKET_TTL_MS',
-    default: '30000',
-    doc: 'subscribe ticket lifetime',
-    parse: integer(1000),
-  },
-  {
-    key: 'publicTopics',
+  ticketTtlMs: { env: 'TICKET_TTL_MS', default: '30000', doc: 'subscribe ticket lifetime', parse: integer(1000) },
+  publicTopics: {
     env: 'PUBLIC_TOPICS',
     default: '',
     doc: 'topic patterns readable without a token',
     parse: topicPatterns,
   },
-  { key: 'maxConnections', env: 'MAX_CONNECTIONS', default: '10000', doc: 'streams per node', parse: integer(1) },
-  {
-    key: 'maxConnectionsPerClient',
+  maxConnections: { env: 'MAX_CONNECTIONS', default: '10000', doc: 'streams per node', parse: integer(1) },
+  maxConnectionsPerClient: {
     env: 'MAX_CONNECTIONS_PER_CLIENT',
     default: '1000',
     doc: 'streams per client (token subject, else IP) per node',
     parse: integer(1),
   },
-  {
-    key: 'maxNewConnectionsPerSecond',
+  maxNewConnectionsPerSecond: {
     env: 'MAX_NEW_CONNECTIONS_PER_SECOND',
-    default: '2000',
+    default: '10000',
     doc: 'new streams per second per node; beyond, 503 + Retry-After',
     parse: integer(1),
   },
-  {
-    key: 'headersTimeoutMs',
+  trustProxy: {
+    env: 'TRUST_PROXY',
+    default: 'false',
+    doc: 'client address = last X-Forwarded-For entry (behind a load balancer)',
+    parse: boolean,
+  },
+  headersTimeoutMs: {
     env: 'HEADERS_TIMEOUT_MS',
     default: '10000',
     doc: 'time to send request headers',
     parse: integer(100),
   },
-  {
-    key: 'requestTimeoutMs',
+  requestTimeoutMs: {
     env: 'REQUEST_TIMEOUT_MS',
     default: '30000',
     doc: 'time to send a whole request (not the stream)',
     parse: integer(100),
   },
-];
+} satisfies Partial<SettingsTable>;
+
+const SETTINGS: SettingsTable = { ...GENERAL_SETTINGS, ...ACCESS_AND_LIMIT_SETTINGS };
+const SETTING_ROWS = Object.entries(SETTINGS) as Array<[keyof Config, Setting<keyof Config>]>;
 
 export class ConfigError extends Error {
   constructor(readonly problems: readonly string[]) {
@@ -454,14 +416,14 @@ export class ConfigError extends Error {
 export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env): Config {
   const problems: string[] = [];
   const config: Record<string, unknown> = {};
-  for (const setting of [...SETTINGS, ...AUTH_SETTINGS]) {
+  for (const [key, setting] of SETTING_ROWS) {
     const raw = env[setting.env] ?? setting.default;
     if (raw === undefined) {
-      config[setting.key] = undefined;
+      config[key] = undefined;
       continue;
     }
     try {
-      config[setting.key] = setting.parse(raw);
+      config[key] = setting.parse(raw);
     } catch (error) {
       if (!(error instanceof SettingError)) throw error;
       problems.push(`${setting.env} ${error.message}`);
@@ -481,8 +443,8 @@ export function configWith(overrides: Partial<Config> = {}): Config {
 }
 
 export function helpText(): string {
-  const width = Math.max(...[...SETTINGS, ...AUTH_SETTINGS].map((s) => s.env.length));
-  const lines = [...SETTINGS, ...AUTH_SETTINGS].map(
+  const width = Math.max(...SETTING_ROWS.map(([, s]) => s.env.length));
+  const lines = SETTING_ROWS.map(([, s]) => s).map(
     (s) => `  ${s.env.padEnd(width)}  ${s.doc}${s.default ? ` [${s.default}]` : ''}`,
   );
   return [
