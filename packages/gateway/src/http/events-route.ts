@@ -79,6 +79,8 @@ export function createEventsRoute(deps: EventsRouteDeps) {
           : Infinity,
       remoteAddress: address,
       expiresAt: principal?.expiresAt ?? Number.POSITIVE_INFINITY,
+      retryHintMs: config.retryMs * (1 + config.retryJitter * deps.random()),
+      headers: { ...config.responseHeaders, ...cors.responseHeaders(origin), ...SSE_HEADERS },
     });
     watchClientHangUp(incoming, outgoing, connection);
     log.info(
@@ -93,16 +95,22 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       'connection opened',
     );
     void hub.open(connection, resume, () => {
-      outgoing.writeHead(200, {
-        ...config.responseHeaders,
-        ...cors.responseHeaders(origin),
-        ...SSE_HEADERS,
-        ...(useGzip ? { 'Content-Encoding': 'gzip', Vary: 'Accept-Encoding' } : {}),
-      });
-      output.write(encodeRetry(config.retryMs * (1 + config.retryJitter * deps.random())));
+      outgoing.writeHead(
+        200,
+        useGzip
+          ? { ...connection.headers, 'Content-Encoding': 'gzip', Vary: varyWith(connection.headers, 'Accept-Encoding') }
+          : connection.headers,
+      );
+      output.write(encodeRetry(connection.retryHintMs));
     });
     return RESPONSE_ALREADY_SENT;
   };
+}
+
+/** Adds a header name to Vary without dropping the ones already there (CORS adds `Origin`). */
+function varyWith(headers: Readonly<Record<string, string>>, name: string): string {
+  const existing = Object.entries(headers).find(([key]) => key.toLowerCase() === 'vary')?.[1];
+  return existing ? `${existing}, ${name}` : name;
 }
 
 /** The peer address, or the address the (trusted) load balancer saw: the last X-Forwarded-For entry. */

@@ -27,6 +27,13 @@ export type CloseReason =
   | 'shutdown'
   | 'error';
 
+/** An engine gap notice queued in flow order while the connection replays history. */
+interface PendingGap {
+  readonly topicIndex: number;
+  readonly reason: ResetReason;
+  readonly position: Position;
+}
+
 export interface ConnectionOptions {
   readonly id: number;
   /** Sorted, unique topic names. */
@@ -43,6 +50,10 @@ export interface ConnectionOptions {
   readonly remoteAddress: string | undefined;
   /** When the credentials behind the stream expire (epoch ms); Infinity = never. */
   readonly expiresAt: number;
+  /** This connection's `retry:` hint (with its jitter), also sent if it ends before it started. */
+  readonly retryHintMs: number;
+  /** Response headers of the stream (without content coding). */
+  readonly headers: Readonly<Record<string, string>>;
 }
 
 export class Connection {
@@ -55,14 +66,17 @@ export class Connection {
   readonly openedAt: number;
   readonly closeAt: number;
   readonly expiresAt: number;
+  readonly retryHintMs: number;
+  readonly headers: Readonly<Record<string, string>>;
   readonly remoteAddress: string | undefined;
   readonly #maxBufferedBytes: number;
   /** Formatted positions, so a multi-topic id is a join, not a re-format of every topic. */
   readonly #idParts: string[];
 
-  /** Live deliveries waiting while history replays; null once live. */
-  #pending: Delivery[] | null = [];
+  /** Live deliveries (and engine gap notices, in flow order) waiting while history replays; null once live. */
+  #pending: (Delivery | PendingGap)[] | null = [];
   #pendingBytes = 0;
+
   closed = false;
   closeReason: CloseReason | undefined;
   eventsSent = 0;
@@ -89,6 +103,8 @@ export class Connection {
     this.lastEventAt = options.now;
     this.closeAt = options.closeAt;
     this.expiresAt = options.expiresAt;
+    this.retryHintMs = options.retryHintMs;
+    this.headers = options.headers;
     this.remoteAddress = options.remoteAddress;
     this.#idParts = options.positions.map(formatPosition);
   }
@@ -125,9 +141,10 @@ export class Connection {
     this.#pending = null;
     this.#pendingBytes = 0;
     if (!pending) return;
-    for (const delivery of pending) {
+    for (const item of pending) {
       if (this.closed) return;
-      this.#writeDelivery(delivery);
+      if ('reason' in item) this.#applyGap(item.topicIndex, item.reason, item.position);
+      else this.#writeDelivery(item);
     }
   }
 
@@ -148,6 +165,25 @@ export class Connection {
       this.output.once('drain', done);
       this.response.once('close', done);
     });
+  }
+
+  /**
+   * The engine lost events of a topic up to `position`. A live connection already past that point missed
+   * nothing; one still replaying gets the reset when it goes live (if it is still behind then).
+   */
+  noteGap(topicIndex: number, reason: ResetReason, position: Position): boolean {
+    if (this.#pending !== null) {
+      this.#pending.push({ topicIndex, reason, position });
+      return false;
+    }
+    return this.#applyGap(topicIndex, reason, position);
+  }
+
+  #applyGap(topicIndex: number, reason: ResetReason, position: Position): boolean {
+    const current = this.positions[topicIndex] as Position;
+    if (current.epoch === position.epoch && comparePositions(current, position) >= 0) return false;
+    this.writeReset(topicIndex, reason, position);
+    return true;
   }
 
   /** Tells the client its resume point could not be served, and moves its cursor to `position`. */
@@ -175,7 +211,14 @@ export class Connection {
     this.closed = true;
     this.closeReason = reason;
     this.#pending = null;
-    if (reason === 'client-closed' || reason === 'slow-consumer' || reason === 'write-timeout') {
+    if (!this.response.headersSent && reason !== 'client-closed') {
+      // Not attached yet (engine failure, drain during a reconnect storm). Any error status, or a 200
+      // that is not an event stream, makes EventSource give up for good: answer an empty event stream
+      // with a retry hint instead, so the client simply reconnects (elsewhere) and resumes.
+      if (this.output !== this.response) this.output.destroy();
+      this.response.once('finish', () => this.socket.end());
+      this.response.writeHead(200, this.headers).end(encodeRetry(this.retryHintMs));
+    } else if (reason === 'client-closed' || reason === 'slow-consumer' || reason === 'write-timeout') {
       // Nothing more can or should reach this client: drop its backlog instead of flushing it.
       this.response.destroy();
     } else {
@@ -220,7 +263,9 @@ export class Connection {
   }
 
   #write(bytes: Buffer): void {
-    if (this.closed) return;
+    // Before the stream is attached its head is not written yet: nothing may go out (a write would send
+    // implicit 200 headers without the event-stream type).
+    if (this.closed || !this.response.headersSent) return;
     if (this.bufferedBytes > this.#maxBufferedBytes) {
       this.close('slow-consumer');
       return;

@@ -97,11 +97,8 @@ export class Hub {
   onGap(topic: string, reason: ResetReason, position: Position): void {
     const entry = this.#topics.get(topic);
     if (!entry) return;
-    // Connections still replaying read history themselves and meet the same gap there.
     for (const connection of entry.connections) {
-      if (!connection.isLive) continue;
-      connection.writeReset(connection.topics.indexOf(topic), reason, position);
-      this.#metrics.resets.inc({ reason });
+      if (connection.noteGap(connection.topics.indexOf(topic), reason, position)) this.#metrics.resets.inc({ reason });
     }
   }
 
