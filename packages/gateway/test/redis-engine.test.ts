@@ -74,6 +74,21 @@ describe('redis engine', () => {
     if (prefix) await deletePrefix(prefix);
   });
 
+  it('never lets a foreign publisher break the SSE framing with a CR/LF event name', async () => {
+    await start();
+    const topic = 'foreign';
+    await engine.subscribe(topic);
+    const keys = topicKeys(prefix, topic);
+    await admin.set(keys.epoch, 'abc');
+    const id = await admin.xadd(keys.stream, '*', 'e', 'x\ndata: forged', 'd', 'payload');
+    await admin.publish(keys.channel, `1\nabc\n${id}\nx\ndata: forged\npayload`);
+    await eventually(() => expect(recorder.of(topic)).toHaveLength(1));
+    // The live message's event name ends at the first LF: it decodes as 'x' with data 'data: forged\npayload'.
+    expect(recorder.of(topic)[0]?.event).not.toMatch(/[\r\n]/);
+    const page = await engine.readAfter(topic, EMPTY, 10);
+    expect(page.kind === 'events' && page.events.map((event) => event.event)).toEqual(['message']);
+  });
+
   it('is ready once both connections are up, and not after close', async () => {
     await start();
     expect(engine.isReady()).toBe(true);

@@ -138,6 +138,8 @@ const MAX_RETIRED_EPOCHS = 8;
 const MAX_RECONNECT_DELAY_MS = 2000;
 const MAX_REFILL_RETRY_DELAY_MS = 5000;
 const DEFAULT_PUBLISH_TIMEOUT_MS = 10_000;
+/** Oldest Redis major version with XINFO STREAM max-deleted-entry-id. */
+const MIN_REDIS_MAJOR = 7;
 
 export class RedisEngine implements Engine {
   readonly kind = 'redis';
@@ -164,6 +166,9 @@ export class RedisEngine implements Engine {
   /** Wakes sleeping refill retries on close. */
   readonly #sleepers = new Set<() => void>();
   #closed = false;
+  /** False while the connected server is older than Redis 7 (see #checkVersion). */
+  #versionOk = true;
+  #warnedEventNames = false;
 
   constructor(options: RedisEngineOptions) {
     this.#options = options;
@@ -193,7 +198,10 @@ export class RedisEngine implements Engine {
     this.#watch(this.#subscriber, 'subscriber');
     this.#commands.on('close', () => this.#failReads());
     // Refills waiting out a failure retry as soon as Redis is back, not at the end of their backoff.
-    this.#commands.on('ready', () => this.#wakeSleepers());
+    this.#commands.on('ready', () => {
+      this.#wakeSleepers();
+      void this.#checkVersion();
+    });
     this.#subscriber.on('ready', () => this.#onSubscriberReady());
     this.#subscriber.on('message', (channel: string, message: string) => this.#onMessage(channel, message));
   }
@@ -267,7 +275,11 @@ export class RedisEngine implements Engine {
     if (deleted && (after.epoch === '' || comparePositions(after, maxDeleted) < 0)) {
       return { kind: 'reset', reason: 'trimmed', position: maxDeleted };
     }
-    const events = snapshot.entries.slice(0, limit).map((entry) => toPublication(topic, epoch, entry));
+    const events = snapshot.entries.slice(0, limit).map((entry) => {
+      const publication = toPublication(topic, epoch, entry);
+      const event = this.#safeEventName(publication.event, topic);
+      return event === publication.event ? publication : { ...publication, event };
+    });
     return { kind: 'events', events, more: snapshot.entries.length > limit };
   }
 
@@ -277,7 +289,7 @@ export class RedisEngine implements Engine {
   }
 
   isReady(): boolean {
-    return !this.#closed && this.#commands.status === 'ready' && this.#subscriber.status === 'ready';
+    return !this.#closed && this.#versionOk && this.#commands.status === 'ready' && this.#subscriber.status === 'ready';
   }
 
   async close(): Promise<void> {
@@ -395,15 +407,44 @@ export class RedisEngine implements Engine {
   // Live messages, baselines and refills
   // -------------------------------------------------------------------------------------------------
 
+  /**
+   * Honest trim detection needs XINFO STREAM's max-deleted-entry-id, which Redis 7.0 introduced: on an
+   * older server a trimmed resume point would be served silently, so the node refuses to be ready.
+   */
+  async #checkVersion(): Promise<void> {
+    const info = await this.#commands.info('server').catch(() => undefined);
+    const version = info ? /redis_version:(\d+)\./.exec(info)?.[1] : undefined;
+    if (version === undefined) return;
+    this.#versionOk = Number(version) >= MIN_REDIS_MAJOR;
+    if (!this.#versionOk) {
+      this.#log.error(
+        { redisVersion: /redis_version:(\S+)/.exec(info ?? '')?.[1] },
+        `Redis ${MIN_REDIS_MAJOR}.0 or newer is required (XINFO STREAM max-deleted-entry-id); not ready`,
+      );
+    }
+  }
+
+  /** An event name that would break the SSE framing (written to Redis by a foreign publisher) becomes the default. */
+  #safeEventName(event: string, topic: string): string {
+    if (event !== '' && !/[\r\n\0]/.test(event)) return event;
+    if (!this.#warnedEventNames) {
+      this.#warnedEventNames = true;
+      this.#log.warn({ topic }, 'an event name with CR, LF or NUL (or empty) was read from Redis; sent as "message"');
+    }
+    return 'message';
+  }
+
   #onMessage(channel: string, message: string): void {
     const topic = topicOfChannel(this.#keysPrefix, channel);
     const state = topic === undefined ? undefined : this.#topics.get(topic);
     if (!state?.wanted) return;
-    const live = decodeLiveMessage(message);
-    if (!live) {
+    const decoded = decodeLiveMessage(message);
+    if (!decoded) {
       this.#log.warn({ topic }, 'ignored a live message in an unknown format');
       return;
     }
+    const event = this.#safeEventName(decoded.event, state.topic);
+    const live = event === decoded.event ? decoded : { ...decoded, event };
     if (state.buffer === null) {
       this.#deliver(state, live);
       return;

@@ -54,12 +54,18 @@ export function createEventsRoute(deps: EventsRouteDeps) {
     }
     const topics = parseTopics(c.req.queries('topic'), config.maxTopicsPerConnection);
     const resume = parseLastEventId(c.req.header('last-event-id') ?? c.req.query('lastEventId'), topics);
-    const principal = await access.authorizeSubscribe(c, topics);
+    const { principal, commit } = await access.authorizeSubscribe(c, topics);
 
     const { incoming, outgoing } = c.env;
     if (incoming.destroyed) return RESPONSE_ALREADY_SENT;
     const address = clientAddress(incoming, config.trustProxy);
     const release = limits.admit(principal?.sub ? `sub:${principal.sub}` : `ip:${address}`);
+    try {
+      await commit(); // spends a ticket only now that the stream is admitted
+    } catch (error) {
+      release();
+      throw error;
+    }
     outgoing.once('close', release);
     const useGzip = config.gzip && /\bgzip\b/.test(c.req.header('accept-encoding') ?? '');
     const origin = c.req.header('origin');

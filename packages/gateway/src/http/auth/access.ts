@@ -40,10 +40,27 @@ export class Access {
     return !this.#verifier.configured;
   }
 
-  /** Checks a subscribe request; returns the principal (undefined for anonymous access to public topics). */
-  async authorizeSubscribe(c: Context, topics: readonly string[]): Promise<Principal | undefined> {
-    if (this.open) return undefined;
-    const principal = await this.#authenticate(c, true);
+  /**
+   * Checks a subscribe request; returns the principal (undefined for anonymous access to public topics)
+   * and `commit`, which spends a single-use ticket: call it once the stream was admitted by the limits.
+   */
+  async authorizeSubscribe(
+    c: Context,
+    topics: readonly string[],
+  ): Promise<{ principal: Principal | undefined; commit: () => Promise<void> }> {
+    const nothingToSpend = async () => {};
+    if (this.open) return { principal: undefined, commit: nothingToSpend };
+    const ticket = c.req.query('ticket');
+    let principal: Principal | undefined;
+    let commit = nothingToSpend;
+    if (ticket !== undefined) {
+      checkLength(ticket, 'ticket');
+      const verified = await this.#ticketCall(() => this.#tickets.verify(ticket));
+      principal = verified.principal;
+      commit = () => this.#ticketCall(verified.spend);
+    } else {
+      principal = await this.#authenticate(c);
+    }
     for (const topic of topics) {
       if (anyGrantMatches(this.#publicTopics, topic)) continue;
       if (!principal) {
@@ -55,12 +72,12 @@ export class Access {
         throw new GatewayError(403, 'forbidden', `the token grants no subscription to ${JSON.stringify(topic)}`);
       }
     }
-    return principal;
+    return { principal, commit };
   }
 
   async authorizePublish(c: Context, topics: readonly string[]): Promise<Principal | undefined> {
     if (this.open) return undefined;
-    const principal = await this.#authenticate(c, false);
+    const principal = await this.#authenticate(c);
     if (principal?.source === 'cookie') requireJsonBody(c);
     if (!principal) {
       throw new GatewayError(401, 'unauthorized', 'publishing needs a token with a publish grant', {
@@ -79,24 +96,24 @@ export class Access {
   async mintTicket(c: Context): Promise<{ ticket: string; expiresAt: number }> {
     if (this.open) throw new GatewayError(404, 'tickets_disabled', 'tickets need auth keys; this gateway is open');
     // No CSRF check here: a forged mint cannot read the ticket it caused (no CORS for foreign origins).
-    const principal = await this.#authenticate(c, false);
+    const principal = await this.#authenticate(c);
     if (!principal) {
       throw new GatewayError(401, 'unauthorized', 'minting a ticket needs a token', { 'WWW-Authenticate': 'Bearer' });
     }
     return this.#tickets.mint(principal);
   }
 
-  async #authenticate(c: Context, allowTicket: boolean): Promise<Principal | undefined> {
-    const ticket = allowTicket ? c.req.query('ticket') : undefined;
-    if (ticket !== undefined) {
-      checkLength(ticket, 'ticket');
-      try {
-        return await this.#tickets.redeem(ticket);
-      } catch (error) {
-        if (error instanceof TicketError) throw new GatewayError(401, 'invalid_ticket', error.message);
-        throw error;
-      }
+  async #ticketCall<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof TicketError) throw new GatewayError(401, 'invalid_ticket', error.message);
+      throw error;
     }
+  }
+
+  /** Bearer header first, then the cookie; undefined without credentials. */
+  async #authenticate(c: Context): Promise<Principal | undefined> {
     const authorization = c.req.header('authorization');
     if (authorization !== undefined) {
       const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);

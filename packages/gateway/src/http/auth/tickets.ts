@@ -46,8 +46,11 @@ export class Tickets {
     return { ticket, expiresAt };
   }
 
-  /** Verifies and consumes a ticket: a second use fails. */
-  async redeem(ticket: string): Promise<Principal> {
+  /**
+   * Verifies a ticket without spending it: the caller spends it with `spend` once the stream is admitted,
+   * so a stream refused by a limit (503, retried elsewhere by the balancer) does not burn its ticket.
+   */
+  async verify(ticket: string): Promise<{ principal: Principal; spend: () => Promise<void> }> {
     let payload: Record<string, unknown>;
     try {
       ({ payload } = await jwtVerify(ticket, this.#secret, { algorithms: ['HS256'] }));
@@ -55,15 +58,20 @@ export class Tickets {
       throw new TicketError('the ticket is invalid or expired');
     }
     if (payload.typ !== TICKET_TYPE || typeof payload.jti !== 'string') throw new TicketError('not a subscribe ticket');
-    const fresh = await this.claimOnce(`ticket:${payload.jti}`, this.ttlMs + 60_000);
-    if (!fresh) throw new TicketError('the ticket was already used');
+    const jti = payload.jti;
     const subscribe = Array.isArray(payload.subscribe) ? payload.subscribe : [];
-    return {
+    const principal: Principal = {
       sub: typeof payload.sub === 'string' ? payload.sub : undefined,
       subscribe: compileGrants(subscribe),
       publish: [],
       expiresAt: typeof payload.tokenExp === 'number' ? payload.tokenExp : Number.POSITIVE_INFINITY,
       source: 'ticket',
     };
+    const spend = async () => {
+      if (!(await this.claimOnce(`ticket:${jti}`, this.ttlMs + 60_000))) {
+        throw new TicketError('the ticket was already used');
+      }
+    };
+    return { principal, spend };
   }
 }
