@@ -89,6 +89,19 @@ describe('sendMany', () => {
     expect(await publisher.sendMany([])).toEqual([]);
     await publisher.close();
   });
+
+  it('splits a batch larger than the gateway MAX_BATCH_SIZE into several requests, in order', async () => {
+    const topic = 'sdk/big-batch';
+    const subscriber = collect(eventsUrl(gateway.url, topic));
+    await subscriber.waitForOpen();
+    const publisher = createPublisher({ url: gateway.url, topic });
+    const ids = await publisher.sendMany(range(0, 250).map((n) => ({ data: String(n) })));
+    expect(ids).toHaveLength(250);
+    await subscriber.waitForCount(250);
+    expect(subscriber.events.map((event) => event.data)).toEqual(range(0, 250).map(String));
+    expect(subscriber.events.map((event) => event.id)).toEqual(ids);
+    await publisher.close();
+  });
 });
 
 describe('errors', () => {

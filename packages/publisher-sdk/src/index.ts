@@ -35,6 +35,8 @@ export interface HttpPublisherOptions {
   readonly topic?: string | undefined;
   /** Per-request timeout in milliseconds. Default 10 000. */
   readonly timeoutMs?: number | undefined;
+  /** Events per request; `sendMany` splits larger batches. Default 100, the gateway's MAX_BATCH_SIZE. */
+  readonly maxBatchSize?: number | undefined;
 }
 
 /**

@@ -9,14 +9,18 @@ export interface HttpTransportOptions {
   readonly token?: string | undefined;
   /** Per-request timeout in milliseconds. Default 10 000. */
   readonly timeoutMs?: number | undefined;
+  /** Events per request; larger batches go out as several requests, in order. Default 100 (the gateway's MAX_BATCH_SIZE). */
+  readonly maxBatchSize?: number | undefined;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_MAX_BATCH_SIZE = 100;
 
 export class HttpTransport implements Transport {
   readonly #endpoint: string;
   readonly #headers: Record<string, string>;
   readonly #timeoutMs: number;
+  readonly #maxBatchSize: number;
 
   constructor(options: HttpTransportOptions) {
     let base: URL;
@@ -29,9 +33,19 @@ export class HttpTransport implements Transport {
     this.#headers = { 'content-type': 'application/json' };
     if (options.token) this.#headers.authorization = `Bearer ${options.token}`;
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#maxBatchSize = Math.max(1, options.maxBatchSize ?? DEFAULT_MAX_BATCH_SIZE);
   }
 
+  /** Sends `events` in requests of at most maxBatchSize, one after the other so per-topic order holds. */
   async publish(events: readonly OutgoingEvent[]): Promise<string[]> {
+    const ids: string[] = [];
+    for (let start = 0; start < events.length; start += this.#maxBatchSize) {
+      ids.push(...(await this.#publishBatch(events.slice(start, start + this.#maxBatchSize))));
+    }
+    return ids;
+  }
+
+  async #publishBatch(events: readonly OutgoingEvent[]): Promise<string[]> {
     const body = JSON.stringify(events.map(({ topic, event, data }) => ({ topic, event, data })));
     let response: Response;
     try {
