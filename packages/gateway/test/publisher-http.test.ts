@@ -94,7 +94,8 @@ describe('sendMany', () => {
     const topic = 'sdk/big-batch';
     const subscriber = collect(eventsUrl(gateway.url, topic));
     await subscriber.waitForOpen();
-    const publisher = createPublisher({ url: gateway.url, topic });
+    // This gateway accepts 10 events per request.
+    const publisher = createPublisher({ url: gateway.url, topic, maxBatchSize: 10 });
     const ids = await publisher.sendMany(range(0, 250).map((n) => ({ data: String(n) })));
     expect(ids).toHaveLength(250);
     await subscriber.waitForCount(250);
