@@ -31,6 +31,8 @@ export interface GatewayOptions {
   readonly logger?: Logger;
   /** Replaces the engine chosen from config (tests). */
   readonly engine?: Engine;
+  /** Socket writes per event-loop turn in a large fan-out (tests lower it to exercise slicing). */
+  readonly fanOutSliceWrites?: number;
 }
 
 /** Node's default would keep idle keep-alive sockets (and thus shutdown) waiting; SSE does not need them. */
@@ -49,6 +51,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     writeTimeoutMs: config.writeTimeoutMs,
     closeOnWriteTimeout: config.closeOnWriteTimeout,
     idleTimeoutMs: config.idleTimeoutMs,
+    ...(options.fanOutSliceWrites ? { fanOutSliceWrites: options.fanOutSliceWrites } : {}),
   });
   metrics.observe({
     connections: () => hub.connectionCount,

@@ -9,7 +9,7 @@ import type { Engine, Publication } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { ResetReason } from '../sse/reserved-events.js';
 import type { CloseReason, Connection } from './connection.js';
-import { encodeDelivery } from './delivery.js';
+import { type Delivery, encodeDelivery } from './delivery.js';
 
 export interface HubOptions {
   readonly engine: Engine;
@@ -19,12 +19,27 @@ export interface HubOptions {
   readonly writeTimeoutMs: number;
   readonly closeOnWriteTimeout: boolean;
   readonly idleTimeoutMs: number;
+  /** Socket writes per event-loop turn during a large fan-out. Default FANOUT_SLICE_WRITES (tests lower it). */
+  readonly fanOutSliceWrites?: number;
 }
 
 interface TopicEntry {
   readonly connections: Set<Connection>;
   /** Settles when the engine confirmed the subscription. */
   readonly subscribed: Promise<void>;
+  /** A fan-out too large for one turn of the event loop, in progress; undefined otherwise. */
+  fanOut: SlicedFanOut | undefined;
+}
+
+/**
+ * A large topic is written in slices so timers, health checks and new connections get their turn. Events
+ * arriving meanwhile wait in `next` and go out as one batch: each connection then gets several events in
+ * one tick, which its corked socket sends in one syscall.
+ */
+interface SlicedFanOut {
+  batch: Delivery[];
+  next: Delivery[];
+  iterator: Iterator<Connection>;
 }
 
 /** Events read from history per round trip while a client resumes. */
@@ -33,6 +48,8 @@ const REPLAY_PAGE_SIZE = 500;
 const MAX_RESETS_PER_TOPIC = 3;
 /** The sweep never runs less often than this, so timeouts fire close to their setting. */
 const MAX_SWEEP_INTERVAL_MS = 1000;
+/** Socket writes per turn of the event loop during a large fan-out (about 2-8 ms of CPU). */
+const FANOUT_SLICE_WRITES = 2000;
 /** Pause between batches of closes while draining. */
 const DRAIN_STEP_MS = 50;
 
@@ -41,6 +58,7 @@ export class Hub {
   readonly #log: Logger;
   readonly #metrics: GatewayMetrics;
   readonly #options: HubOptions;
+  readonly #sliceWrites: number;
   readonly #topics = new Map<string, TopicEntry>();
   readonly #connections = new Set<Connection>();
   #sweepTimer: NodeJS.Timeout | undefined;
@@ -52,6 +70,7 @@ export class Hub {
     this.#engine = options.engine;
     this.#log = options.logger.child({ mod: 'hub' });
     this.#metrics = options.metrics;
+    this.#sliceWrites = options.fanOutSliceWrites ?? FANOUT_SLICE_WRITES;
   }
 
   async start(): Promise<void> {
@@ -84,13 +103,50 @@ export class Hub {
     return this.#topics.get(topic)?.connections.size ?? 0;
   }
 
-  /** The fan-out: one encoding, one loop, no awaits. */
+  /** The fan-out: one encoding, then the same bytes to every connection, no awaits. */
   onPublication(publication: Publication): void {
     const entry = this.#topics.get(publication.topic);
     if (!entry || entry.connections.size === 0) return;
     const delivery = encodeDelivery(publication);
-    for (const connection of entry.connections) connection.deliver(delivery);
     this.#metrics.eventsDelivered.inc(entry.connections.size);
+    if (entry.fanOut) {
+      entry.fanOut.next.push(delivery);
+      return;
+    }
+    if (entry.connections.size <= this.#sliceWrites) {
+      for (const connection of entry.connections) connection.deliver(delivery);
+      return;
+    }
+    entry.fanOut = { batch: [delivery], next: [], iterator: entry.connections.values() };
+    this.#continueFanOut(entry, entry.fanOut);
+  }
+
+  /**
+   * Writes the current batch to the next slice of connections. Set iterators are live: connections that
+   * joined meanwhile are visited too (their replay handover de-duplicates), those that left are skipped.
+   */
+  #continueFanOut(entry: TopicEntry, fanOut: SlicedFanOut): void {
+    let writes = 0;
+    for (;;) {
+      const step = fanOut.iterator.next();
+      if (step.done) {
+        if (fanOut.next.length === 0) {
+          entry.fanOut = undefined;
+          return;
+        }
+        fanOut.batch = fanOut.next;
+        fanOut.next = [];
+        fanOut.iterator = entry.connections.values();
+        setImmediate(() => this.#continueFanOut(entry, fanOut));
+        return;
+      }
+      for (const delivery of fanOut.batch) step.value.deliver(delivery);
+      writes += fanOut.batch.length;
+      if (writes >= this.#sliceWrites) {
+        setImmediate(() => this.#continueFanOut(entry, fanOut));
+        return;
+      }
+    }
   }
 
   /** The engine lost events of a topic it could not recover: live clients get a reset, not silence. */
@@ -174,7 +230,7 @@ export class Hub {
       subscribed.catch(() => {
         if (this.#topics.get(topic) === entry) this.#topics.delete(topic);
       });
-      entry = { connections: new Set(), subscribed };
+      entry = { connections: new Set(), subscribed, fanOut: undefined };
       this.#topics.set(topic, entry);
     }
     entry.connections.add(connection);
