@@ -16,6 +16,7 @@ import { DEMO_PAGE } from './demo-page.js';
 import { errorBody, GatewayError } from './errors.js';
 import { createEventsRoute } from './events-route.js';
 import { createPublishRoute } from './publish-route.js';
+import { requestHeader } from './request-header.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -39,12 +40,12 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>();
 
   app.use('*', async (c, next) => {
-    const origin = c.req.header('origin');
+    const origin = requestHeader(c, 'origin');
     if (c.req.method === 'OPTIONS') {
       if (!origin || !cors.isAllowed(origin)) {
         throw new GatewayError(403, 'origin_not_allowed', 'this origin is not allowed by CORS_ORIGINS');
       }
-      return c.body(null, 204, cors.preflightHeaders(origin, c.req.header('access-control-request-headers')));
+      return c.body(null, 204, cors.preflightHeaders(origin, requestHeader(c, 'access-control-request-headers')));
     }
     await next();
     for (const [name, value] of Object.entries(cors.responseHeaders(origin))) c.header(name, value);

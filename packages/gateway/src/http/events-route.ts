@@ -19,6 +19,7 @@ import type { Access } from './auth/access.js';
 import type { ConnectionLimits } from './connection-limits.js';
 import type { Cors } from './cors.js';
 import { GatewayError } from './errors.js';
+import { requestHeader } from './request-header.js';
 import { parseLastEventId, parseTopics } from './subscribe-request.js';
 
 export interface EventsRouteDeps {
@@ -39,6 +40,10 @@ const MAX_AGE_JITTER = 0.1;
 export function createEventsRoute(deps: EventsRouteDeps) {
   const { config, hub, engine, cors, access, limits } = deps;
   const log = deps.logger.child({ mod: 'events' });
+  // Shared by every connection without CORS headers (the common case): one object, not one per stream.
+  const baseHeaders = Object.freeze({ ...config.responseHeaders, ...SSE_HEADERS });
+  const streamHeaders = (corsHeaders: Record<string, string>) =>
+    Object.keys(corsHeaders).length === 0 ? baseHeaders : { ...config.responseHeaders, ...corsHeaders, ...SSE_HEADERS };
   let nextConnectionId = 1;
 
   return async (c: Context<{ Bindings: HttpBindings }>) => {
@@ -53,7 +58,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       });
     }
     const topics = parseTopics(c.req.queries('topic'), config.maxTopicsPerConnection);
-    const resume = parseLastEventId(c.req.header('last-event-id') ?? c.req.query('lastEventId'), topics);
+    const resume = parseLastEventId(requestHeader(c, 'last-event-id') ?? c.req.query('lastEventId'), topics);
     const { principal, commit } = await access.authorizeSubscribe(c, topics);
 
     const { incoming, outgoing } = c.env;
@@ -66,9 +71,10 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       release();
       throw error;
     }
-    outgoing.once('close', release);
-    const useGzip = config.gzip && /\bgzip\b/.test(c.req.header('accept-encoding') ?? '');
-    const origin = c.req.header('origin');
+    // Plain `on` listeners: `once` wraps each in a bound function and a state object, per connection.
+    outgoing.on('close', release);
+    const useGzip = config.gzip && /\bgzip\b/.test(requestHeader(c, 'accept-encoding') ?? '');
+    const origin = requestHeader(c, 'origin');
     const output = useGzip ? pipeThroughGzip(outgoing) : outgoing;
     const now = Date.now();
     const connection = new Connection({
@@ -86,7 +92,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       remoteAddress: address,
       expiresAt: principal?.expiresAt ?? Number.POSITIVE_INFINITY,
       retryHintMs: config.retryMs * (1 + config.retryJitter * deps.random()),
-      headers: { ...config.responseHeaders, ...cors.responseHeaders(origin), ...SSE_HEADERS },
+      headers: streamHeaders(cors.responseHeaders(origin)),
     });
     watchClientHangUp(incoming, outgoing, connection);
     log.info(
@@ -137,9 +143,14 @@ function pipeThroughGzip(response: ServerResponse): Writable {
   return gzip;
 }
 
+/**
+ * The response's 'close' fires once whatever ended the exchange (it follows any socket error), so one
+ * listener covers a hang-up; errors themselves need a listener only so they are not thrown.
+ */
 function watchClientHangUp(incoming: IncomingMessage, outgoing: ServerResponse, connection: Connection): void {
-  const hangUp = () => connection.close('client-closed');
-  outgoing.once('close', hangUp);
-  incoming.once('error', hangUp);
-  outgoing.once('error', hangUp);
+  outgoing.on('close', () => connection.close('client-closed'));
+  incoming.on('error', ignoreError);
+  outgoing.on('error', ignoreError);
 }
+
+function ignoreError(): void {}

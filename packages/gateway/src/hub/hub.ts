@@ -64,6 +64,8 @@ export class Hub {
   #sweepTimer: NodeJS.Timeout | undefined;
   #lastHeartbeatAt = Date.now();
   #draining = false;
+  /** One function shared by every connection (a closure per connection would cost memory per stream). */
+  readonly #detachListener = (connection: Connection) => this.#detach(connection);
 
   constructor(options: HubOptions) {
     this.#options = options;
@@ -168,7 +170,7 @@ export class Hub {
     onAttached: () => void = () => {},
   ): Promise<void> {
     this.#connections.add(connection);
-    connection.onClose = (closed) => this.#detach(closed);
+    connection.onClose = this.#detachListener;
     const entries = connection.topics.map((topic) => this.#acquire(topic, connection));
     try {
       await Promise.all(entries.map((entry) => entry.subscribed));

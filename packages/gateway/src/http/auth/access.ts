@@ -5,8 +5,8 @@
  * always needs a publish grant.
  */
 import type { Context } from 'hono';
-import { getCookie } from 'hono/cookie';
 import { GatewayError } from '../errors.js';
+import { requestCookie, requestHeader } from '../request-header.js';
 import { anyGrantMatches, compileGrants, type Grant } from './grants.js';
 import { TicketError, type Tickets } from './tickets.js';
 import { InvalidTokenError, type Principal, type TokenVerifier } from './token-verifier.js';
@@ -114,13 +114,13 @@ export class Access {
 
   /** Bearer header first, then the cookie; undefined without credentials. */
   async #authenticate(c: Context): Promise<Principal | undefined> {
-    const authorization = c.req.header('authorization');
+    const authorization = requestHeader(c, 'authorization');
     if (authorization !== undefined) {
       const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
       if (!match) throw new GatewayError(401, 'invalid_token', 'Authorization must be "Bearer <token>"');
       return this.#verify(match[1] as string, 'bearer');
     }
-    const cookie = getCookie(c, this.#cookieName);
+    const cookie = requestCookie(c, this.#cookieName);
     if (cookie) return this.#verify(cookie, 'cookie');
     return undefined;
   }
@@ -141,7 +141,7 @@ export class Access {
  * content type must pass a CORS preflight first. So a cookie-authenticated write must be JSON.
  */
 function requireJsonBody(c: Context): void {
-  const type = c.req.header('content-type') ?? '';
+  const type = requestHeader(c, 'content-type') ?? '';
   if (!/^application\/json\s*(;|$)/i.test(type)) {
     throw new GatewayError(
       415,
