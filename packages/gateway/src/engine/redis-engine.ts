@@ -48,6 +48,8 @@ export interface RedisEngineStats {
   resets: number;
   /** Errors reported by either Redis connection, and failed refill or subscription attempts. */
   redisErrors: number;
+  /** Round trips to Redis for reads, publishes (one per pipelined batch) and claims; pub/sub excluded. */
+  roundTrips: number;
 }
 
 /**
@@ -143,7 +145,7 @@ const MIN_REDIS_MAJOR = 7;
 
 export class RedisEngine implements Engine {
   readonly kind = 'redis';
-  readonly stats: RedisEngineStats = { refills: 0, resets: 0, redisErrors: 0 };
+  readonly stats: RedisEngineStats = { refills: 0, resets: 0, redisErrors: 0, roundTrips: 0 };
   readonly #options: RedisEngineOptions;
   readonly #log: Logger;
   readonly #keysPrefix: string;
@@ -227,6 +229,7 @@ export class RedisEngine implements Engine {
   async publish(events: readonly PublishRequest[]): Promise<Position[]> {
     if (this.#closed) throw new Error('engine is closed');
     if (!this.#transport) throw new Error('engine is not started');
+    this.stats.roundTrips++;
     return this.#transport.publishPositions(events);
   }
 
@@ -284,6 +287,7 @@ export class RedisEngine implements Engine {
   }
 
   async claimOnce(key: string, ttlMs: number): Promise<boolean> {
+    this.stats.roundTrips++;
     const reply = await this.#commands.set(`${this.#keysPrefix}once:${key}`, '1', 'PX', ttlMs, 'NX');
     return reply === 'OK';
   }
@@ -602,6 +606,7 @@ export class RedisEngine implements Engine {
   // -------------------------------------------------------------------------------------------------
 
   async #read(topic: string, after: Position, count: number): Promise<StreamSnapshot | undefined> {
+    this.stats.roundTrips++;
     const keys = topicKeys(this.#keysPrefix, topic);
     const afterId = `${after.ms}-${after.seq}`;
     const call = (this.#commands as unknown as Record<string, (...args: unknown[]) => Promise<ReadReply>>)[
