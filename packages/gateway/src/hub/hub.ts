@@ -50,6 +50,12 @@ const MAX_RESETS_PER_TOPIC = 3;
 const MAX_SWEEP_INTERVAL_MS = 1000;
 /** Socket writes per turn of the event loop during a large fan-out (about 2-8 ms of CPU). */
 const FANOUT_SLICE_WRITES = 2000;
+/**
+ * Recently encoded events kept for replays (a reconnect storm replays the same events to many clients),
+ * bounded by count and by bytes so large payloads cannot make it grow.
+ */
+const RECENT_DELIVERIES = 10_000;
+const RECENT_DELIVERY_BYTES = 16 * 1024 * 1024;
 /** Pause between batches of closes while draining. */
 const DRAIN_STEP_MS = 50;
 
@@ -64,6 +70,9 @@ export class Hub {
   #sweepTimer: NodeJS.Timeout | undefined;
   #lastHeartbeatAt = Date.now();
   #draining = false;
+  /** `topic id` -> encoded event, oldest first (Map order), capped at RECENT_DELIVERIES. */
+  readonly #recent = new Map<string, Delivery>();
+  #recentBytes = 0;
   /** One function shared by every connection (a closure per connection would cost memory per stream). */
   readonly #detachListener = (connection: Connection) => this.#detach(connection);
 
@@ -110,6 +119,7 @@ export class Hub {
     const entry = this.#topics.get(publication.topic);
     if (!entry || entry.connections.size === 0) return;
     const delivery = encodeDelivery(publication);
+    this.#remember(delivery);
     this.#metrics.eventsDelivered.inc(entry.connections.size);
     if (entry.fanOut) {
       entry.fanOut.next.push(delivery);
@@ -284,13 +294,34 @@ export class Hub {
         // Backpressure per event, not per page: a page can be far larger than the connection's budget.
         await connection.whenWritable();
         if (connection.closed) return;
-        connection.writeHistory(encodeDelivery(publication));
+        connection.writeHistory(this.#encodeForReplay(publication));
       }
       this.#metrics.replayedEvents.inc(page.events.length);
       const last = page.events[page.events.length - 1];
       if (last) cursor = last.position;
       if (!page.more || !last) return;
       await connection.whenWritable();
+    }
+  }
+
+  /** Encodes a replayed event once per node while it is recent, not once per resuming connection. */
+  #encodeForReplay(publication: Publication): Delivery {
+    const key = `${publication.topic} ${publication.position.epoch}:${publication.position.ms}-${publication.position.seq}`;
+    const known = this.#recent.get(key);
+    if (known) return known;
+    const delivery = encodeDelivery(publication);
+    this.#remember(delivery, key);
+    return delivery;
+  }
+
+  #remember(delivery: Delivery, key = `${delivery.topic} ${delivery.idText}`): void {
+    if (this.#recent.has(key)) return;
+    this.#recent.set(key, delivery);
+    this.#recentBytes += delivery.frame.length + delivery.body.length;
+    while (this.#recent.size > RECENT_DELIVERIES || this.#recentBytes > RECENT_DELIVERY_BYTES) {
+      const [oldestKey, oldest] = this.#recent.entries().next().value as [string, Delivery];
+      this.#recent.delete(oldestKey);
+      this.#recentBytes -= oldest.frame.length + oldest.body.length;
     }
   }
 
