@@ -1,28 +1,49 @@
-// `pnpm bench`: fan-out throughput and publish->receive latency of one gateway node on Redis, next to a
-// minimal raw node:http fan-out (bench/raw-baseline.js) measured in the same run, so the ratio is what
-// counts. Servers run pinned to CPU 0 (when taskset exists); Redis, publisher and clients on CPU 1.
+// `pnpm bench`: one gateway node on Redis, next to a minimal raw node:http fan-out (bench/raw-baseline.js)
+// measured in the same run, so the ratio is what counts. Servers run pinned to CPU 0 (when taskset exists);
+// Redis, publisher and clients on CPU 1 (the publish phase puts its publishers on CPU 0 instead). Phases, in
+// this order (all by default; pick some with --only):
+//   fanout   deliveries/s and publish->receive latency, gateway and raw baseline (--conns, --seconds, --rate)
+//   publish  SDK sendMany rate against redis-benchmark running the publish script (bench/publish-rate.js)
+//   storm    N clients reconnecting at once with Last-Event-ID, each replaying missed events (bench/storm.js)
 //
-//   pnpm bench                                  # 1000 connections
-//   pnpm bench -- --conns 1000,10000 --seconds 5 --rate 10
+//   pnpm bench
+//   pnpm bench -- --only fanout --conns 1000,10000 --seconds 5 --rate 10
+//   pnpm bench -- --only storm --storm-conns 10000 --storm-replay 100
+//   pnpm bench -- --only publish --publish-events 200000 --publish-batch 128 --publish-in-flight 8 --publish-rounds 3
 //
 // Everything listens on 127.0.0.1; every process started here is stopped here, by pid.
-import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
+import { hasTaskset, percentile, pinSelf, startRedis, startServer, stop, stopAll } from './harness.js';
+import { BENCHMARK_CLIENTS, runPublishRate, TARGET_RATIO } from './publish-rate.js';
+import { meetsTarget, runStorms, TARGET_MS } from './storm.js';
 
+const PHASES = ['fanout', 'publish', 'storm'];
 const { values: args } = parseArgs({
   options: {
+    only: { type: 'string', default: PHASES.join(',') },
     conns: { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '5' },
     rate: { type: 'string', default: '10' },
     size: { type: 'string', default: '100' },
     gzip: { type: 'boolean', default: false },
+    'storm-conns': { type: 'string', default: '10000' },
+    'storm-replay': { type: 'string', default: '100' },
+    'storm-live-rate': { type: 'string', default: '10' },
+    'storm-timeout': { type: 'string', default: '30' },
+    'publish-events': { type: 'string', default: '200000' },
+    'publish-pipeline': { type: 'string', default: '64' },
+    'publish-batch': { type: 'string', default: '128' },
+    'publish-in-flight': { type: 'string', default: '8' },
+    'publish-rounds': { type: 'string', default: '3' },
   },
 });
+const phases = args.only.split(',');
+const unknownPhase = phases.find((phase) => !PHASES.includes(phase));
+if (unknownPhase) throw new Error(`unknown phase ${unknownPhase}: --only takes ${PHASES.join(',')}`);
 const CONNECTION_COUNTS = args.conns.split(',').map(Number);
 const SECONDS = Number(args.seconds);
 const LATENCY_RATE = Number(args.rate);
@@ -33,47 +54,6 @@ const WINDOW = 64;
 const SAMPLE_EVERY = 20;
 const TOPIC = 'bench';
 const PREFIX = `bench:${process.pid}:`;
-
-const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length >= 2;
-const pin = (cpu, command, argv) => (hasTaskset ? ['taskset', ['-c', String(cpu), command, ...argv]] : [command, argv]);
-const started = [];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function start(cpu, command, argv, env, readyText) {
-  const [cmd, fullArgv] = pin(cpu, command, argv);
-  const child = spawn(cmd, fullArgv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  started.push(child);
-  return new Promise((resolve, reject) => {
-    let output = '';
-    const deadline = setTimeout(() => reject(new Error(`${command} did not start: ${output}`)), 20_000);
-    const onData = (chunk) => {
-      output += chunk;
-      if (output.includes(readyText)) {
-        clearTimeout(deadline);
-        resolve(child);
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`${command} exited with ${code}: ${output}`)));
-  });
-}
-
-function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  child.kill('SIGKILL');
-  return once(child, 'exit');
-}
 
 /** One SSE client over a raw socket: counts frames, and (if sampled) records publish->receive latency. */
 function connect(port, sampled, stats) {
@@ -112,28 +92,8 @@ function connect(port, sampled, stats) {
   });
 }
 
-function percentile(sorted, p) {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
 async function runOne(kind, redisUrl, conns) {
-  const port = await freePort();
-  const env = {
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    REDIS_URL: redisUrl,
-    REDIS_PREFIX: PREFIX,
-    LOG_LEVEL: 'info', // the default: connection open/close lines are part of the product's cost
-    GZIP: String(args.gzip),
-    MAX_BUFFERED_BYTES: String(8 * 1024 * 1024),
-    MAX_CONNECTIONS: '50000',
-    MAX_CONNECTIONS_PER_CLIENT: '50000', // every bench client comes from 127.0.0.1
-    MAX_NEW_CONNECTIONS_PER_SECOND: '100000',
-  };
-  const here = fileURLToPath(new URL('.', import.meta.url));
-  const entry = kind === 'raw' ? `${here}raw-baseline.js` : `${here}../dist/main.js`;
-  const server = await start(0, process.execPath, [entry], env, kind === 'raw' ? 'listening' : 'gateway listening');
+  const { server, port } = await startServer(kind, { redisUrl, prefix: PREFIX, gzip: args.gzip });
 
   const rss = () =>
     Number(
@@ -221,22 +181,7 @@ async function runOne(kind, redisUrl, conns) {
   };
 }
 
-async function main() {
-  const redisPort = await freePort();
-  await start(
-    1,
-    'redis-server',
-    ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    {},
-    'Ready to accept connections',
-  );
-  const redisUrl = `redis://127.0.0.1:${redisPort}`;
-  if (hasTaskset) spawnSync('taskset', ['-cp', '1', String(process.pid)]);
-  console.log(
-    `sse-gateway fan-out bench: ${os.cpus().length} CPUs (${os.cpus()[0]?.model}), node ${process.version}, ` +
-      `${EVENT_BYTES}-byte events, ${SECONDS}s per phase, latency at ${LATENCY_RATE} msg/s, gzip ${args.gzip}, ` +
-      `pinning ${hasTaskset ? 'servers to CPU 0, rest to CPU 1' : 'off'}`,
-  );
+async function fanoutPhase(redisUrl) {
   const rows = [];
   for (const conns of CONNECTION_COUNTS) {
     const raw = await runOne('raw', redisUrl, conns);
@@ -258,8 +203,91 @@ async function main() {
   }
 }
 
+async function stormPhase(redisUrl) {
+  const timeoutMs = Number(args['storm-timeout']) * 1000;
+  const caughtUp = (ms) => (Number.isFinite(ms) ? ms.toFixed(0) : `> ${timeoutMs}`);
+  const results = await runStorms({
+    redisUrl,
+    prefix: PREFIX,
+    conns: Number(args['storm-conns']),
+    replay: Number(args['storm-replay']),
+    liveRate: Number(args['storm-live-rate']),
+    eventBytes: EVENT_BYTES,
+    timeoutMs,
+  });
+  console.log(
+    `\nReconnect storm (gateway; connects issued in one loop; live events at ${args['storm-live-rate']}/s; ` +
+      `p50/p99 per client, from its connect to its last missed event; ` +
+      `target: all caught up within ${TARGET_MS} ms, no gap or dup)`,
+  );
+  console.log(
+    '| conns | missed events | live events | connects issued ms | all caught up ms | p50 ms | p99 ms | ' +
+      'connect errors | not caught up | gaps | late | dups | unexpected ids | out of order | target |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const r of results) {
+    const errors = r.connectErrors === 0 ? '0' : `${r.connectErrors} (${r.errorKinds})`;
+    console.log(
+      `| ${r.conns} | ${r.replayed} | ${r.liveEvents} | ${r.issueMs.toFixed(0)} | ${caughtUp(r.allCaughtUpMs)} | ` +
+        `${r.p50.toFixed(0)} | ${r.p99.toFixed(0)} | ${errors} | ${r.notCaughtUp} | ${r.gaps} | ${r.late} | ` +
+        `${r.dups} | ${r.unexpected} | ${r.outOfOrder} | ${meetsTarget(r) ? 'met' : 'MISSED'} |`,
+    );
+  }
+  console.log('\nWhere the storm time went (from the first connect until all caught up or the timeout)');
+  console.log('| conns | gateway CPU s (CPU 0) | bench clients CPU s | accept-queue overflows (host-wide) |');
+  console.log('| --- | --- | --- | --- |');
+  for (const r of results) {
+    console.log(`| ${r.conns} | ${r.gatewayCpuS.toFixed(1)} | ${r.clientCpuS.toFixed(1)} | ${r.listenOverflows} |`);
+  }
+}
+
+async function publishPhase(redis) {
+  const options = {
+    redisUrl: redis.url,
+    redisPort: redis.port,
+    prefix: PREFIX,
+    events: Number(args['publish-events']),
+    pipeline: Number(args['publish-pipeline']),
+    batch: Number(args['publish-batch']),
+    inFlight: Number(args['publish-in-flight']),
+    eventBytes: EVENT_BYTES,
+    rounds: Number(args['publish-rounds']),
+  };
+  const { rounds, median } = await runPublishRate(options);
+  console.log(
+    `\nPublish rate, ${options.events} events per run (${hasTaskset ? 'publisher on CPU 0, Redis on CPU 1' : 'unpinned'}): ` +
+      `redis-benchmark EVALSHA of the publish script with ${BENCHMARK_CLIENTS} connections, -P ${options.pipeline}; ` +
+      `SDK sendMany on 1 connection, ${options.batch} events per call, ${options.inFlight} calls in flight`,
+  );
+  console.log('| round | redis-benchmark events/s | SDK events/s | SDK / redis-benchmark | SDK CPU busy |');
+  console.log('| --- | --- | --- | --- | --- |');
+  const row = (label, r) =>
+    `| ${label} | ${Math.round(r.benchmarkRate)} | ${Math.round(r.sdkRate)} | ${r.ratio.toFixed(2)} | ` +
+    `${Math.round(r.sdkBusy * 100)}% |`;
+  for (const [index, r] of rounds.entries()) console.log(row(index + 1, r));
+  console.log(row('median', median));
+  const verdict = median.ratio >= TARGET_RATIO ? 'met' : 'MISSED';
+  console.log(
+    `\nSDK publishes at ${median.ratio.toFixed(2)}x redis-benchmark's rate (target >= ${TARGET_RATIO}: ${verdict})`,
+  );
+}
+
+async function main() {
+  const redis = await startRedis();
+  pinSelf(1);
+  console.log(
+    `sse-gateway bench (${phases.join(', ')}): ${os.cpus().length} CPUs (${os.cpus()[0]?.model}), ` +
+      `node ${process.version}, ${EVENT_BYTES}-byte events, ${SECONDS}s per fan-out phase, latency at ` +
+      `${LATENCY_RATE} msg/s, gzip ${args.gzip}, pinning ${hasTaskset ? 'servers to CPU 0, rest to CPU 1' : 'off'}`,
+  );
+  if (phases.includes('fanout')) await fanoutPhase(redis.url);
+  // The storm goes last: it leaves thousands of closing sockets and a large Redis heap behind.
+  if (phases.includes('publish')) await publishPhase(redis);
+  if (phases.includes('storm')) await stormPhase(redis.url);
+}
+
 try {
   await main();
 } finally {
-  await Promise.all(started.map(stop));
+  await stopAll();
 }

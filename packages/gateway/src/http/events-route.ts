@@ -47,15 +47,22 @@ export function createEventsRoute(deps: EventsRouteDeps) {
   let nextConnectionId = 1;
 
   return async (c: Context<{ Bindings: HttpBindings }>) => {
-    if (hub.draining) {
-      throw new GatewayError(503, 'draining', 'this node is shutting down; reconnect to another', {
-        'Retry-After': '1',
-      });
-    }
-    if (!engine.isReady()) {
-      throw new GatewayError(503, 'engine_unavailable', 'the event store is unreachable; retry shortly', {
-        'Retry-After': '1',
-      });
+    const unavailable = hub.draining
+      ? new GatewayError(503, 'draining', 'this node is shutting down; reconnect to another', { 'Retry-After': '1' })
+      : !engine.isReady()
+        ? new GatewayError(503, 'engine_unavailable', 'the event store is unreachable; retry shortly', {
+            'Retry-After': '1',
+          })
+        : undefined;
+    if (unavailable) {
+      // EventSource gives up for good on any error status: it gets an empty stream with a retry hint and
+      // comes back (through the balancer, to another node) by itself. Other clients get the 503.
+      if (!/\btext\/event-stream\b/.test(requestHeader(c, 'accept') ?? '')) throw unavailable;
+      const { outgoing } = c.env;
+      outgoing.on('finish', () => outgoing.socket?.end());
+      outgoing.writeHead(200, streamHeaders(cors.responseHeaders(requestHeader(c, 'origin'))));
+      outgoing.end(encodeRetry(config.retryMs * (1 + config.retryJitter * deps.random())));
+      return RESPONSE_ALREADY_SENT;
     }
     const topics = parseTopics(c.req.queries('topic'), config.maxTopicsPerConnection);
     const resume = parseLastEventId(requestHeader(c, 'last-event-id') ?? c.req.query('lastEventId'), topics);
