@@ -38,6 +38,11 @@ export interface GatewayOptions {
 /** Node's default would keep idle keep-alive sockets (and thus shutdown) waiting; SSE does not need them. */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
+/**
+ * Pending connections the kernel queues before accept (capped by net.core.somaxconn). Node's 511 overflows
+ * in a reconnect storm, and every dropped SYN costs the client a 1-3 s retransmit.
+ */
+const LISTEN_BACKLOG = 4096;
 
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.logLevel);
@@ -51,6 +56,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     writeTimeoutMs: config.writeTimeoutMs,
     closeOnWriteTimeout: config.closeOnWriteTimeout,
     idleTimeoutMs: config.idleTimeoutMs,
+    maxBufferedBytes: config.maxBufferedBytes,
     ...(options.fanOutSliceWrites ? { fanOutSliceWrites: options.fanOutSliceWrites } : {}),
   });
   metrics.observe({
@@ -139,7 +145,7 @@ function listen(
       },
       listener,
     ) as ServerType & import('node:http').Server;
-    server.listen(config.port, config.host);
+    server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG });
     server.once('listening', () => resolve(server));
     server.once('error', reject);
   });

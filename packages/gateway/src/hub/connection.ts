@@ -15,7 +15,7 @@ import {
 } from '@sse-gateway/publisher-sdk/protocol';
 import { encodeFrame, encodeRetry, HEARTBEAT } from '../sse/frame.js';
 import { RESET_EVENT, type ResetReason, TOKEN_EXPIRED_EVENT } from '../sse/reserved-events.js';
-import type { Delivery } from './delivery.js';
+import type { Delivery, ReplayChunk } from './delivery.js';
 
 export type CloseReason =
   | 'client-closed'
@@ -130,9 +130,25 @@ export class Connection {
     if (this.#pendingBytes > this.#maxBufferedBytes) this.close('slow-consumer');
   }
 
-  /** Writes a replayed event from history (per connection, off the fan-out path). */
-  writeHistory(delivery: Delivery): void {
-    this.#writeDelivery(delivery);
+  /**
+   * Writes consecutive events from history. A single-topic connection whose position is right before the
+   * chunk writes the shared concatenated bytes at once; otherwise event by event (ids, skips, resets).
+   */
+  writeHistoryChunk(chunk: ReplayChunk): void {
+    const first = chunk.deliveries[0];
+    const last = chunk.deliveries[chunk.deliveries.length - 1];
+    if (!first || !last) return;
+    const current = this.positions[0] as Position;
+    const follows =
+      first.position.epoch === current.epoch ? comparePositions(first.position, current) > 0 : current.epoch === '';
+    if (this.topics.length !== 1 || !follows) {
+      for (const delivery of chunk.deliveries) this.#writeDelivery(delivery);
+      return;
+    }
+    this.positions[0] = last.position;
+    this.#idParts[0] = last.idText;
+    this.eventsSent += chunk.deliveries.length;
+    this.#write(chunk.bytes);
   }
 
   /** Ends the replay: flushes queued live events that history did not already cover, then goes live. */

@@ -14,6 +14,12 @@ export interface Delivery {
   readonly body: Buffer;
 }
 
+/** Consecutive replayed events of one topic, their frames concatenated for one write. */
+export interface ReplayChunk {
+  readonly deliveries: readonly Delivery[];
+  readonly bytes: Buffer;
+}
+
 export function encodeDelivery(publication: Publication): Delivery {
   const idText = formatPosition(publication.position);
   const body = encodeBody(publication.event, publication.data);

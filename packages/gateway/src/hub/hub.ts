@@ -5,11 +5,11 @@
  */
 import type { Position } from '@sse-gateway/publisher-sdk/protocol';
 import type { Logger } from 'pino';
-import type { Engine, Publication } from '../engine/engine.js';
+import type { Engine, HistoryPage, Publication } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { ResetReason } from '../sse/reserved-events.js';
 import type { CloseReason, Connection } from './connection.js';
-import { type Delivery, encodeDelivery } from './delivery.js';
+import { type Delivery, encodeDelivery, type ReplayChunk } from './delivery.js';
 
 export interface HubOptions {
   readonly engine: Engine;
@@ -19,6 +19,8 @@ export interface HubOptions {
   readonly writeTimeoutMs: number;
   readonly closeOnWriteTimeout: boolean;
   readonly idleTimeoutMs: number;
+  /** Unsent bytes a connection may hold (its slow-consumer budget). */
+  readonly maxBufferedBytes: number;
   /** Socket writes per event-loop turn during a large fan-out. Default FANOUT_SLICE_WRITES (tests lower it). */
   readonly fanOutSliceWrites?: number;
 }
@@ -36,6 +38,12 @@ interface TopicEntry {
  * arriving meanwhile wait in `next` and go out as one batch: each connection then gets several events in
  * one tick, which its corked socket sends in one syscall.
  */
+/** A history page read once for every connection resuming from the same point. */
+interface SharedPage {
+  readonly page: HistoryPage;
+  chunks: readonly ReplayChunk[] | undefined;
+}
+
 interface SlicedFanOut {
   batch: Delivery[];
   next: Delivery[];
@@ -55,6 +63,8 @@ const FANOUT_SLICE_WRITES = 2000;
  * bounded by count and by bytes so large payloads cannot make it grow.
  */
 const RECENT_DELIVERIES = 10_000;
+/** Largest replay write; smaller when the connection budget is small. */
+const MAX_REPLAY_CHUNK_BYTES = 64 * 1024;
 const RECENT_DELIVERY_BYTES = 16 * 1024 * 1024;
 /** Pause between batches of closes while draining. */
 const DRAIN_STEP_MS = 50;
@@ -72,6 +82,9 @@ export class Hub {
   #draining = false;
   /** `topic id` -> encoded event, oldest first (Map order), capped at RECENT_DELIVERIES. */
   readonly #recent = new Map<string, Delivery>();
+  readonly #reads = new Map<string, Promise<SharedPage>>();
+  /** Replay bytes written at once: half the per-connection budget, so a chunk always fits. */
+  readonly #replayChunkBytes: number;
   #recentBytes = 0;
   /** One function shared by every connection (a closure per connection would cost memory per stream). */
   readonly #detachListener = (connection: Connection) => this.#detach(connection);
@@ -82,6 +95,7 @@ export class Hub {
     this.#log = options.logger.child({ mod: 'hub' });
     this.#metrics = options.metrics;
     this.#sliceWrites = options.fanOutSliceWrites ?? FANOUT_SLICE_WRITES;
+    this.#replayChunkBytes = Math.max(1, Math.min(MAX_REPLAY_CHUNK_BYTES, Math.floor(options.maxBufferedBytes / 2)));
   }
 
   async start(): Promise<void> {
@@ -281,7 +295,8 @@ export class Hub {
     let cursor = after;
     let resets = 0;
     for (;;) {
-      const page = await this.#engine.readAfter(topic, cursor, REPLAY_PAGE_SIZE);
+      const shared = await this.#readShared(topic, cursor);
+      const page = shared.page;
       if (connection.closed) return;
       if (page.kind === 'reset') {
         this.#metrics.resets.inc({ reason: page.reason });
@@ -290,11 +305,11 @@ export class Hub {
         if (++resets > MAX_RESETS_PER_TOPIC) throw new Error(`history of ${topic} kept resetting`);
         continue;
       }
-      for (const publication of page.events) {
-        // Backpressure per event, not per page: a page can be far larger than the connection's budget.
+      // Backpressure per chunk, not per page: a page can be far larger than the connection's budget.
+      for (const chunk of this.#replayChunks(shared)) {
         await connection.whenWritable();
         if (connection.closed) return;
-        connection.writeHistory(this.#encodeForReplay(publication));
+        connection.writeHistoryChunk(chunk);
       }
       this.#metrics.replayedEvents.inc(page.events.length);
       const last = page.events[page.events.length - 1];
@@ -302,6 +317,48 @@ export class Hub {
       if (!page.more || !last) return;
       await connection.whenWritable();
     }
+  }
+
+  /**
+   * One history read per (topic, cursor) in flight, shared by every connection resuming from that point:
+   * in a reconnect storm thousands of clients resume from the same id.
+   */
+  #readShared(topic: string, cursor: Position): Promise<SharedPage> {
+    const key = `${topic} ${cursor.epoch}:${cursor.ms}-${cursor.seq}`;
+    let read = this.#reads.get(key);
+    if (!read) {
+      read = this.#engine.readAfter(topic, cursor, REPLAY_PAGE_SIZE).then((page) => ({ page, chunks: undefined }));
+      this.#reads.set(key, read);
+      const forget = () => this.#reads.delete(key);
+      read.then(forget, forget);
+    }
+    return read;
+  }
+
+  /** A page's events encoded and concatenated in chunks, once per shared read. */
+  #replayChunks(shared: SharedPage): readonly ReplayChunk[] {
+    if (shared.chunks) return shared.chunks;
+    const chunks: ReplayChunk[] = [];
+    let current: Delivery[] = [];
+    let size = 0;
+    const flush = () => {
+      if (current.length === 0) return;
+      const bytes = current.length === 1 ? (current[0] as Delivery).frame : Buffer.concat(current.map((d) => d.frame));
+      chunks.push({ deliveries: current, bytes });
+      current = [];
+      size = 0;
+    };
+    if (shared.page.kind === 'events') {
+      for (const publication of shared.page.events) {
+        const delivery = this.#encodeForReplay(publication);
+        if (size + delivery.frame.length > this.#replayChunkBytes) flush();
+        current.push(delivery);
+        size += delivery.frame.length;
+      }
+    }
+    flush();
+    shared.chunks = chunks;
+    return chunks;
   }
 
   /** Encodes a replayed event once per node while it is recent, not once per resuming connection. */
