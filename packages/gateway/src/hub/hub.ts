@@ -38,6 +38,13 @@ interface TopicEntry {
  * arriving meanwhile wait in `next` and go out as one batch: each connection then gets several events in
  * one tick, which its corked socket sends in one syscall.
  */
+interface SharedRead {
+  readonly entry: TopicEntry | undefined;
+  /** Join counter value when the read went out; undefined while it waits for the end of the turn. */
+  issuedAt: number | undefined;
+  page: Promise<SharedPage>;
+}
+
 /** A history page read once for every connection resuming from the same point. */
 interface SharedPage {
   readonly page: HistoryPage;
@@ -82,7 +89,9 @@ export class Hub {
   #draining = false;
   /** `topic id` -> encoded event, oldest first (Map order), capped at RECENT_DELIVERIES. */
   readonly #recent = new Map<string, Delivery>();
-  readonly #reads = new Map<string, Promise<SharedPage>>();
+  readonly #reads = new Map<string, SharedRead>();
+  /** Orders topic joins and history reads, to tell which reads a connection may share. */
+  #joinCounter = 0;
   /** Replay bytes written at once: half the per-connection budget, so a chunk always fits. */
   readonly #replayChunkBytes: number;
   #recentBytes = 0;
@@ -196,6 +205,7 @@ export class Hub {
     this.#connections.add(connection);
     connection.onClose = this.#detachListener;
     const entries = connection.topics.map((topic) => this.#acquire(topic, connection));
+    const joinedAt = this.#joinCounter++;
     try {
       await Promise.all(entries.map((entry) => entry.subscribed));
       if (!resume) {
@@ -212,7 +222,7 @@ export class Hub {
         this.#metrics.replays.inc();
         for (let index = 0; index < connection.topics.length; index++) {
           if (connection.closed) return;
-          await this.#replay(connection, index, resume[index] as Position);
+          await this.#replay(connection, index, resume[index] as Position, joinedAt);
         }
       }
       if (!connection.closed) connection.goLive();
@@ -290,12 +300,12 @@ export class Hub {
     );
   }
 
-  async #replay(connection: Connection, index: number, after: Position): Promise<void> {
+  async #replay(connection: Connection, index: number, after: Position, joinedAt: number): Promise<void> {
     const topic = connection.topics[index] as string;
     let cursor = after;
     let resets = 0;
     for (;;) {
-      const shared = await this.#readShared(topic, cursor);
+      const shared = await this.#readShared(topic, cursor, joinedAt);
       const page = shared.page;
       if (connection.closed) return;
       if (page.kind === 'reset') {
@@ -320,19 +330,35 @@ export class Hub {
   }
 
   /**
-   * One history read per (topic, cursor) in flight, shared by every connection resuming from that point:
-   * in a reconnect storm thousands of clients resume from the same id.
+   * One history read per (topic, cursor) and event-loop turn, shared by every connection resuming from
+   * that point (in a reconnect storm thousands of clients resume from the same id). A connection may
+   * only share a read issued after it joined its topic: events published before the read are in the
+   * read, events published after it joined are in its live queue, so nothing falls between the two.
    */
-  #readShared(topic: string, cursor: Position): Promise<SharedPage> {
+  #readShared(topic: string, cursor: Position, joinedAt: number): Promise<SharedPage> {
     const key = `${topic} ${cursor.epoch}:${cursor.ms}-${cursor.seq}`;
-    let read = this.#reads.get(key);
-    if (!read) {
-      read = this.#engine.readAfter(topic, cursor, REPLAY_PAGE_SIZE).then((page) => ({ page, chunks: undefined }));
-      this.#reads.set(key, read);
-      const forget = () => this.#reads.delete(key);
-      read.then(forget, forget);
+    // Same topic entry too: a read issued under an earlier subscription of the topic proves nothing.
+    const entry = this.#topics.get(topic);
+    const existing = this.#reads.get(key);
+    if (existing && existing.entry === entry && (existing.issuedAt === undefined || existing.issuedAt > joinedAt)) {
+      return existing.page;
     }
-    return read;
+    const read: SharedRead = { entry, issuedAt: undefined, page: undefined as unknown as Promise<SharedPage> };
+    read.page = new Promise<SharedPage>((resolve, reject) => {
+      // Deferred to the end of this turn so every connection that asks meanwhile joins the same read.
+      setImmediate(() => {
+        read.issuedAt = this.#joinCounter++;
+        this.#engine
+          .readAfter(topic, cursor, REPLAY_PAGE_SIZE)
+          .then((page) => resolve({ page, chunks: undefined }), reject);
+      });
+    });
+    this.#reads.set(key, read);
+    const forget = () => {
+      if (this.#reads.get(key) === read) this.#reads.delete(key);
+    };
+    read.page.then(forget, forget);
+    return read.page;
   }
 
   /** A page's events encoded and concatenated in chunks, once per shared read. */
