@@ -2,9 +2,10 @@
 // always stopped by pid (every child is recorded in `started`).
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
+import os, { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length >= 2;
@@ -36,31 +37,39 @@ function freePort() {
   });
 }
 
-function spawnPinned(cpu, command, argv, env) {
+function spawnPinned(cpu, command, argv, env, stdio = ['ignore', 'pipe', 'pipe']) {
   const [cmd, fullArgv] = pin(cpu, command, argv);
-  const child = spawn(cmd, fullArgv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, fullArgv, { env: { ...process.env, ...env }, stdio });
   started.push(child);
   return child;
 }
 
-/** Starts a long-running process and resolves once its output contains `readyText`. */
+/**
+ * Starts a long-running process and resolves once its output contains `readyText`. Output goes to a file,
+ * as in production: a pipe into this busy process would fill up and stall (or spin) the server's logger.
+ */
 function start(cpu, command, argv, env, readyText) {
-  const child = spawnPinned(cpu, command, argv, env);
+  const logPath = join(mkdtempSync(join(tmpdir(), 'sse-bench-')), 'output.log');
+  const fd = openSync(logPath, 'w');
+  const child = spawnPinned(cpu, command, argv, env, ['ignore', fd, fd]);
+  closeSync(fd);
+  const output = () => readFileSync(logPath, 'utf8');
   return new Promise((resolve, reject) => {
-    let output = '';
-    const deadline = setTimeout(() => reject(new Error(`${command} did not start: ${output}`)), 20_000);
-    const onData = (chunk) => {
-      output += chunk;
-      if (!output.includes(readyText)) return;
+    const deadline = setTimeout(() => {
+      clearInterval(poll);
+      reject(new Error(`${command} did not start: ${output()}`));
+    }, 20_000);
+    const poll = setInterval(() => {
+      if (!output().includes(readyText)) return;
+      clearInterval(poll);
       clearTimeout(deadline);
-      // Keep draining the pipes without keeping the text: a server blocked on a full pipe would skew results.
-      child.stdout.off('data', onData).resume();
-      child.stderr.off('data', onData).resume();
       resolve(child);
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`${command} exited with ${code}: ${output}`)));
+    }, 25);
+    child.once('exit', (code) => {
+      clearInterval(poll);
+      clearTimeout(deadline);
+      reject(new Error(`${command} exited with ${code}: ${output()}`));
+    });
   });
 }
 
