@@ -8,11 +8,10 @@ import { constants, createGzip } from 'node:zlib';
 const CONNECTIONS = 1000;
 const EVENTS = 200;
 
-function frame(size, i) {
-  // Random text: a realistic worst case for compression (real JSON compresses better across events).
-  const pad = randomBytes(size)
-    .toString('base64')
-    .slice(0, Math.max(0, size - 60));
+function frame(size, i, kind) {
+  // 'random': base64 noise, the worst case for compression. 'json': repetitive text, the friendly case.
+  const length = Math.max(0, size - 60);
+  const pad = kind === 'random' ? randomBytes(size).toString('base64').slice(0, length) : 'ab,'.repeat(length / 3);
   const data = JSON.stringify({ n: i, price: 101.5 + (i % 7), symbol: 'ACME', pad });
   return Buffer.from(`id: 1rfxg0ayz0vt4:1795779302195-${i}\nevent: tick\ndata: ${data}\n\n`);
 }
