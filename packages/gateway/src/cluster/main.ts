@@ -1,5 +1,10 @@
 #!/usr/bin/env node
-/** `pnpm cluster`: redis-server + 3 gateways + HAProxy on loopback, like docker compose; Ctrl-C stops all. */
+/**
+ * `pnpm cluster`: redis-server + 3 gateways + HAProxy on loopback, and the ticker worker publishing `tick`
+ * to `clock` every 2 s (TICKER=0 leaves it out), like docker compose; Ctrl-C stops all.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { startLocalCluster } from './local-cluster.js';
 
 const gateways = Number(process.env.GATEWAYS ?? 3);
@@ -16,12 +21,21 @@ const cluster = await startLocalCluster({
   process.exit(1);
 });
 
+let ticker: ChildProcess | undefined;
+if (process.env.TICKER !== '0') {
+  ticker = spawn(process.execPath, [fileURLToPath(new URL('../examples/ticker.js', import.meta.url))], {
+    env: { ...process.env, REDIS_URL: cluster.redisUrl, TICK_MS: process.env.TICK_MS ?? '2000' },
+    stdio: 'ignore',
+  });
+}
+
 process.stdout.write(
   [
     '',
     `load balancer  ${cluster.url}   (HAProxy, health checks on /readyz)`,
     ...cluster.nodes.map((node) => `${node.name.padEnd(14)} ${node.url}   pid ${node.pid}`),
     `redis          ${cluster.redisUrl}`,
+    ...(ticker ? [`ticker         publishes "tick" to topic "clock" every ${process.env.TICK_MS ?? 2000} ms`] : []),
     '',
     `try: curl -N '${cluster.url}/events?topic=clock'`,
     `     curl -X POST ${cluster.url}/publish -d '{"topic":"clock","event":"tick","data":"hi"}'`,
@@ -37,6 +51,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     if (stopping) return;
     stopping = true;
     process.stdout.write('\nstopping the cluster...\n');
+    ticker?.kill('SIGTERM');
     cluster.stop().then(
       () => process.exit(0),
       () => process.exit(1),
