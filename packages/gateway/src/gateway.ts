@@ -63,7 +63,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     connections: () => hub.connectionCount,
     topics: () => hub.topicCount,
     engineReady: () => engine.isReady(),
-    engineStats: () => (engine as { stats?: Record<string, number> }).stats ?? {},
+    engineStats: () => engine.counters(),
   });
   await hub.start();
   const app = createApp({ config, engine, hub, metrics, logger });

@@ -55,6 +55,8 @@ export interface Engine {
    * single-use ticket is single-use across the cluster.
    */
   claimOnce(key: string, ttlMs: number): Promise<boolean>;
+  /** Counters for metrics (refills, round trips, ...); an engine without any returns an empty object. */
+  counters(): Readonly<Record<string, number>>;
   /** Whether the engine can serve requests now (Redis reachable). */
   isReady(): boolean;
   close(): Promise<void>;

@@ -103,6 +103,10 @@ export class MemoryEngine implements Engine {
     return true;
   }
 
+  counters(): Readonly<Record<string, number>> {
+    return {};
+  }
+
   isReady(): boolean {
     return !this.#closed;
   }

@@ -292,6 +292,10 @@ export class RedisEngine implements Engine {
     return reply === 'OK';
   }
 
+  counters(): Readonly<Record<string, number>> {
+    return { ...this.stats };
+  }
+
   isReady(): boolean {
     return !this.#closed && this.#versionOk && this.#commands.status === 'ready' && this.#subscriber.status === 'ready';
   }

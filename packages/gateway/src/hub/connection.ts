@@ -34,6 +34,13 @@ interface PendingGap {
   readonly position: Position;
 }
 
+/** What the sweep judges a connection by (from config). */
+export interface SweepLimits {
+  readonly writeTimeoutMs: number;
+  readonly closeOnWriteTimeout: boolean;
+  readonly idleTimeoutMs: number;
+}
+
 export interface ConnectionOptions {
   readonly id: number;
   /** Sorted, unique topic names. */
@@ -81,13 +88,13 @@ export class Connection {
   closeReason: CloseReason | undefined;
   eventsSent = 0;
   /** Set on every write, cleared by the heartbeat round: traffic doubles as a heartbeat. */
-  wroteSinceHeartbeat = false;
+  #wroteSinceHeartbeat = false;
   /** Time the sweep last saw `eventsSent` change, for the idle timeout (no clock reads per event). */
-  lastEventAt: number;
-  eventsSeenBySweep = 0;
+  #lastEventAt: number;
+  #eventsSeenBySweep = 0;
   /** Write-progress tracking for the write timeout, updated by the sweep only. */
-  stalledSince = 0;
-  flushedMark = -1;
+  #stalledSince = 0;
+  #flushedMark = -1;
   /** Called once when the connection closes, whatever the reason. */
   onClose: ((connection: Connection) => void) | undefined;
 
@@ -100,7 +107,7 @@ export class Connection {
     this.output = options.output;
     this.#maxBufferedBytes = options.maxBufferedBytes;
     this.openedAt = options.now;
-    this.lastEventAt = options.now;
+    this.#lastEventAt = options.now;
     this.closeAt = options.closeAt;
     this.expiresAt = options.expiresAt;
     this.retryHintMs = options.retryHintMs;
@@ -222,6 +229,45 @@ export class Connection {
     this.#write(HEARTBEAT);
   }
 
+  /**
+   * The node-wide sweep's visit: sends the heartbeat when due and judges the timers. Returns why the
+   * connection must close, 'write-stalled' for a write timeout that does not close it, or undefined.
+   */
+  sweep(now: number, heartbeatDue: boolean, limits: SweepLimits): CloseReason | 'write-stalled' | undefined {
+    if (this.closed) return undefined;
+    let stalled = false;
+    if (this.bufferedBytes === 0) {
+      this.#stalledSince = 0;
+    } else {
+      // Progress = bytes the kernel accepted; a slow but moving reader is not a timeout.
+      const flushed = this.socket.bytesWritten - this.socket.writableLength;
+      if (flushed !== this.#flushedMark || this.#stalledSince === 0) {
+        this.#flushedMark = flushed;
+        this.#stalledSince = now;
+      } else if (now - this.#stalledSince >= limits.writeTimeoutMs) {
+        this.#stalledSince = now;
+        if (limits.closeOnWriteTimeout) return 'write-timeout';
+        stalled = true;
+      }
+    }
+    if (this.eventsSent !== this.#eventsSeenBySweep) {
+      this.#eventsSeenBySweep = this.eventsSent;
+      this.#lastEventAt = now;
+    } else if (limits.idleTimeoutMs > 0 && now - this.#lastEventAt >= limits.idleTimeoutMs) {
+      return 'idle-timeout';
+    }
+    if (now >= this.closeAt) return 'max-age';
+    if (now >= this.expiresAt) {
+      this.writeTokenExpired();
+      return 'token-expired';
+    }
+    if (heartbeatDue && this.response.headersSent) {
+      if (!this.#wroteSinceHeartbeat) this.writeHeartbeat();
+      this.#wroteSinceHeartbeat = false;
+    }
+    return stalled ? 'write-stalled' : undefined;
+  }
+
   close(reason: CloseReason): void {
     if (this.closed) return;
     this.closed = true;
@@ -287,6 +333,6 @@ export class Connection {
       return;
     }
     this.output.write(bytes);
-    this.wroteSinceHeartbeat = true;
+    this.#wroteSinceHeartbeat = true;
   }
 }

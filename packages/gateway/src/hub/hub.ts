@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Engine, HistoryPage, Publication } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { ResetReason } from '../sse/reserved-events.js';
-import type { CloseReason, Connection } from './connection.js';
+import type { Connection } from './connection.js';
 import { type Delivery, encodeDelivery, type ReplayChunk } from './delivery.js';
 
 export interface HubOptions {
@@ -410,55 +410,12 @@ export class Hub {
 
   #sweep(): void {
     const now = Date.now();
-    const { heartbeatMs, writeTimeoutMs, closeOnWriteTimeout, idleTimeoutMs } = this.#options;
-    const heartbeatDue = now - this.#lastHeartbeatAt >= heartbeatMs;
+    const heartbeatDue = now - this.#lastHeartbeatAt >= this.#options.heartbeatMs;
     if (heartbeatDue) this.#lastHeartbeatAt = now;
     for (const connection of this.#connections) {
-      const reason = this.#sweepOne(connection, now, writeTimeoutMs, closeOnWriteTimeout, idleTimeoutMs);
-      if (reason) {
-        connection.close(reason);
-        continue;
-      }
-      if (heartbeatDue && connection.response.headersSent) {
-        if (!connection.wroteSinceHeartbeat) connection.writeHeartbeat();
-        connection.wroteSinceHeartbeat = false;
-      }
+      const verdict = connection.sweep(now, heartbeatDue, this.#options);
+      if (verdict === 'write-timeout' || verdict === 'write-stalled') this.#metrics.writeTimeouts.inc();
+      if (verdict && verdict !== 'write-stalled') connection.close(verdict);
     }
-  }
-
-  #sweepOne(
-    connection: Connection,
-    now: number,
-    writeTimeoutMs: number,
-    closeOnWriteTimeout: boolean,
-    idleTimeoutMs: number,
-  ): CloseReason | undefined {
-    if (connection.bufferedBytes === 0) {
-      connection.stalledSince = 0;
-    } else {
-      // Progress = bytes the kernel accepted; a slow but moving reader is not a timeout.
-      const socket = connection.socket;
-      const flushed = socket.bytesWritten - socket.writableLength;
-      if (flushed !== connection.flushedMark || connection.stalledSince === 0) {
-        connection.flushedMark = flushed;
-        connection.stalledSince = now;
-      } else if (now - connection.stalledSince >= writeTimeoutMs) {
-        this.#metrics.writeTimeouts.inc();
-        connection.stalledSince = now;
-        if (closeOnWriteTimeout) return 'write-timeout';
-      }
-    }
-    if (connection.eventsSent !== connection.eventsSeenBySweep) {
-      connection.eventsSeenBySweep = connection.eventsSent;
-      connection.lastEventAt = now;
-    } else if (idleTimeoutMs > 0 && now - connection.lastEventAt >= idleTimeoutMs) {
-      return 'idle-timeout';
-    }
-    if (now >= connection.closeAt) return 'max-age';
-    if (now >= connection.expiresAt) {
-      connection.writeTokenExpired();
-      return 'token-expired';
-    }
-    return undefined;
   }
 }
