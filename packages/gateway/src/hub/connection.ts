@@ -310,8 +310,12 @@ export class Connection {
       this.#write(delivery.frame);
     } else {
       this.#idParts[index] = delivery.idText;
-      this.#write(Buffer.from(`id: ${this.#idParts.join(MULTI_TOPIC_SEPARATOR)}\n`));
-      this.#write(delivery.body);
+      // This connection's own id line, then the shared body: one buffer, one write. Ids are ASCII.
+      const idLine = `id: ${this.#idParts.join(MULTI_TOPIC_SEPARATOR)}\n`;
+      const bytes = Buffer.allocUnsafe(idLine.length + delivery.body.length);
+      bytes.write(idLine, 0, 'latin1');
+      delivery.body.copy(bytes, idLine.length);
+      this.#write(bytes);
     }
   }
 
