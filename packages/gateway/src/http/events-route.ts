@@ -78,8 +78,11 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       release();
       throw error;
     }
-    // Plain `on` listeners: `once` wraps each in a bound function and a state object, per connection.
-    outgoing.on('close', release);
+    if (incoming.destroyed || outgoing.socket?.destroyed !== false) {
+      // The client left while its credentials were checked: no 'close' will come for listeners added now.
+      release();
+      return RESPONSE_ALREADY_SENT;
+    }
     const useGzip = config.gzip && /\bgzip\b/.test(requestHeader(c, 'accept-encoding') ?? '');
     const origin = requestHeader(c, 'origin');
     const output = useGzip ? pipeThroughGzip(outgoing) : outgoing;
@@ -101,7 +104,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       retryHintMs: config.retryMs * (1 + config.retryJitter * deps.random()),
       headers: streamHeaders(cors.responseHeaders(origin)),
     });
-    watchClientHangUp(incoming, outgoing, connection);
+    watchClientHangUp(incoming, outgoing, connection, release);
     log.info(
       {
         conn: connection.id,
@@ -152,10 +155,19 @@ function pipeThroughGzip(response: ServerResponse): Writable {
 
 /**
  * The response's 'close' fires once whatever ended the exchange (it follows any socket error), so one
- * listener covers a hang-up; errors themselves need a listener only so they are not thrown.
+ * listener covers a hang-up and frees the admission slot; errors need a listener only so they are not
+ * thrown. Plain `on`: `once` would wrap each listener in a bound function and a state object.
  */
-function watchClientHangUp(incoming: IncomingMessage, outgoing: ServerResponse, connection: Connection): void {
-  outgoing.on('close', () => connection.close('client-closed'));
+function watchClientHangUp(
+  incoming: IncomingMessage,
+  outgoing: ServerResponse,
+  connection: Connection,
+  release: () => void,
+): void {
+  outgoing.on('close', () => {
+    release();
+    connection.close('client-closed');
+  });
   incoming.on('error', ignoreError);
   outgoing.on('error', ignoreError);
 }
