@@ -5,7 +5,7 @@
  * tickets across nodes sharing Redis; a stream whose token expires; CORS with credentials; open dev mode.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
   type CryptoKey,
@@ -20,6 +20,7 @@ import {
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Config, ConfigError, loadConfig } from '../src/config.js';
 import { closeAllCollectors, collect, eventsUrl, startTestGateway, type TestGateway } from './support/gateway.js';
+import { closeAllReplies, expectError, type Reply, send } from './support/http-request.js';
 import { startRedis, type TestRedis, uniquePrefix } from './support/redis-server.js';
 import { waitFor } from './support/wait.js';
 
@@ -82,80 +83,6 @@ async function signWith(key: CryptoKey, alg: string, grants: Grants, kid?: strin
 // HTTP over node:http (Cookie and Origin headers as a browser would send them)
 // ---------------------------------------------------------------------------------------------------
 
-interface ErrorBody {
-  readonly error: { readonly code: string; readonly message: string };
-}
-
-interface Reply {
-  readonly status: number;
-  readonly headers: IncomingHttpHeaders;
-  /** The whole body, or for an event stream, what arrived so far. */
-  readonly text: string;
-  /** Parsed JSON body (undefined for streams and non-JSON). */
-  readonly json: unknown;
-  /** Event streams only: true once the server ended the stream. */
-  readonly ended: boolean;
-  close(): void;
-}
-
-const openReplies = new Set<Reply>();
-
-/**
- * Sends one request on a fresh connection. JSON and other bodies are read to the end; an event stream
- * resolves at once and keeps collecting its text until closed.
- */
-function send(
-  method: string,
-  url: string,
-  options: { headers?: Record<string, string>; body?: string } = {},
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method, headers: options.headers ?? {}, agent: false }, (res) => {
-      let text = '';
-      let ended = false;
-      res.setEncoding('utf8');
-      const stream = /^text\/event-stream/.test(res.headers['content-type'] ?? '');
-      const reply: Reply = {
-        status: res.statusCode ?? 0,
-        headers: res.headers,
-        get text() {
-          return text;
-        },
-        get json() {
-          if (stream) return undefined;
-          try {
-            return JSON.parse(text);
-          } catch {
-            return undefined;
-          }
-        },
-        get ended() {
-          return ended;
-        },
-        close() {
-          res.destroy();
-          req.destroy();
-          openReplies.delete(reply);
-        },
-      };
-      res.on('data', (chunk: string) => {
-        text += chunk;
-      });
-      res.on('error', () => {});
-      res.on('end', () => {
-        ended = true;
-        if (!stream) resolve(reply);
-      });
-      if (stream) {
-        openReplies.add(reply);
-        resolve(reply);
-      }
-    });
-    req.on('error', reject);
-    req.end(options.body);
-  });
-}
-
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const cookie = (token: string, name = 'sse_token') => ({ cookie: `theme=dark; ${name}=${token}; lang=en` });
 
@@ -201,16 +128,6 @@ async function expectStream(reply: Reply): Promise<void> {
   await waitFor(() => reply.text.includes('retry:'), { what: 'the retry hint of the stream' });
 }
 
-/** A JSON error: status, `{ error: { code, message } }`, application/json. */
-function expectError(reply: Reply, status: number, code: string): ErrorBody['error'] {
-  expect(reply.status, `expected ${status} ${code}, got ${reply.status} ${reply.text}`).toBe(status);
-  expect(reply.headers['content-type']).toMatch(/^application\/json/);
-  const body = reply.json as ErrorBody;
-  expect(body).toEqual({ error: { code, message: expect.any(String) } });
-  expect(body.error.message.length).toBeGreaterThan(0);
-  return body.error;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Gateways
 // ---------------------------------------------------------------------------------------------------
@@ -239,7 +156,7 @@ beforeAll(async () => {
 });
 
 afterEach(() => {
-  for (const reply of [...openReplies]) reply.close();
+  closeAllReplies();
   closeAllCollectors();
 });
 

@@ -6,7 +6,6 @@
  * names, payload, batch and body sizes, and slowloris clients; while a long stream outlives
  * REQUEST_TIMEOUT_MS.
  */
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
 import { SignJWT } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -19,82 +18,10 @@ import {
   startTestGateway,
   type TestGateway,
 } from './support/gateway.js';
+import { closeAllReplies, expectError, type Reply, send } from './support/http-request.js';
 import { waitFor } from './support/wait.js';
 
 const SECRET = 'limits-e2e-secret-0123456789-abcdefghijklm';
-
-interface ErrorBody {
-  readonly error: { readonly code: string; readonly message: string };
-}
-
-interface Reply {
-  readonly status: number;
-  readonly headers: IncomingHttpHeaders;
-  readonly text: string;
-  readonly json: unknown;
-  readonly ended: boolean;
-  close(): void;
-}
-
-const openReplies = new Set<Reply>();
-
-/** One request on a fresh connection; an event stream resolves at once and keeps collecting. */
-function send(
-  method: string,
-  url: string,
-  options: { headers?: Record<string, string>; body?: string | Buffer; chunks?: readonly Buffer[] } = {},
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method, headers: options.headers ?? {}, agent: false }, (res) => {
-      let text = '';
-      let ended = false;
-      res.setEncoding('utf8');
-      const stream = /^text\/event-stream/.test(res.headers['content-type'] ?? '');
-      const reply: Reply = {
-        status: res.statusCode ?? 0,
-        headers: res.headers,
-        get text() {
-          return text;
-        },
-        get json() {
-          try {
-            return JSON.parse(text);
-          } catch {
-            return undefined;
-          }
-        },
-        get ended() {
-          return ended;
-        },
-        close() {
-          res.destroy();
-          req.destroy();
-          openReplies.delete(reply);
-        },
-      };
-      res.on('data', (chunk: string) => {
-        text += chunk;
-      });
-      res.on('error', () => {});
-      res.on('end', () => {
-        ended = true;
-        if (!stream) resolve(reply);
-      });
-      if (stream) {
-        openReplies.add(reply);
-        resolve(reply);
-      }
-    });
-    // The server may answer (413) and close before the whole body is sent.
-    req.on('error', reject);
-    if (options.chunks) {
-      for (const chunk of options.chunks) req.write(chunk);
-      req.end();
-    } else {
-      req.end(options.body);
-    }
-  });
-}
 
 function subscribe(base: string, topics: string | readonly string[], headers: Record<string, string> = {}) {
   return send('GET', eventsUrl(base, topics), { headers: { accept: 'text/event-stream', ...headers } });
@@ -110,15 +37,6 @@ function publishBody(base: string, body: unknown, headers: Record<string, string
 async function expectStream(reply: Reply): Promise<void> {
   expect(reply.status, `a stream was expected, got ${reply.status} ${reply.text}`).toBe(200);
   await waitFor(() => reply.text.includes('retry:'), { what: 'the retry hint' });
-}
-
-function expectError(reply: Reply, status: number, code: string): ErrorBody['error'] {
-  expect(reply.status, `expected ${status} ${code}, got ${reply.status} ${reply.text}`).toBe(status);
-  expect(reply.headers['content-type']).toMatch(/^application\/json/);
-  const body = reply.json as ErrorBody;
-  expect(body).toEqual({ error: { code, message: expect.any(String) } });
-  expect(body.error.message.length).toBeGreaterThan(0);
-  return body.error;
 }
 
 /** Retries `attempt` until it returns a stream (the client honours Retry-After / waits for a release). */
@@ -169,7 +87,7 @@ async function witness(gateway: TestGateway, topic: string, headers: Record<stri
 }
 
 afterEach(() => {
-  for (const reply of [...openReplies]) reply.close();
+  closeAllReplies();
 });
 
 afterAll(async () => {
