@@ -5,7 +5,7 @@
  * from a previous run get the reset event instead of wrong data.
  */
 import { randomBytes } from 'node:crypto';
-import { comparePositions, type Position } from '@sse-gateway/publisher-sdk/protocol';
+import { comparePositions, ORIGIN, type Position } from '@sse-gateway/publisher-sdk/protocol';
 import type { Engine, HistoryPage, Publication, PublicationSink, PublishRequest, Retention } from './engine.js';
 
 interface TopicHistory {
@@ -67,14 +67,14 @@ export class MemoryEngine implements Engine {
   }
 
   async head(topic: string): Promise<Position> {
-    return this.#history(topic, false)?.last ?? { epoch: '', ms: 0, seq: 0 };
+    return this.#history(topic, false)?.last ?? ORIGIN;
   }
 
   async readAfter(topic: string, after: Position, limit: number): Promise<HistoryPage> {
     const history = this.#history(topic, false);
     if (!history) {
       if (after.epoch === '') return { kind: 'events', events: [], more: false };
-      return { kind: 'reset', reason: 'stream-lost', position: { epoch: '', ms: 0, seq: 0 } };
+      return { kind: 'reset', reason: 'stream-lost', position: ORIGIN };
     }
     this.#trim(history);
     const resumeFrom = history.maxDeleted ?? { epoch: this.#epoch, ms: 0, seq: 0 };

@@ -260,14 +260,14 @@ export class RedisEngine implements Engine {
 
   async head(topic: string): Promise<Position> {
     const snapshot = await this.#read(topic, ORIGIN, 0);
-    return snapshot ? snapshot.last : { epoch: '', ms: 0, seq: 0 };
+    return snapshot ? snapshot.last : ORIGIN;
   }
 
   async readAfter(topic: string, after: Position, limit: number): Promise<HistoryPage> {
     const snapshot = await this.#read(topic, after, Math.max(0, limit) + 1);
     if (!snapshot) {
       if (after.epoch === '') return { kind: 'events', events: [], more: false };
-      return { kind: 'reset', reason: 'stream-lost', position: { epoch: '', ms: 0, seq: 0 } };
+      return { kind: 'reset', reason: 'stream-lost', position: ORIGIN };
     }
     const { epoch, last, maxDeleted } = snapshot;
     const deleted = maxDeleted.ms !== 0 || maxDeleted.seq !== 0;

@@ -7,11 +7,12 @@ import type { Writable } from 'node:stream';
 import { createGzip, constants as zlibConstants } from 'node:zlib';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import { ORIGIN } from '@sse-gateway/publisher-sdk/protocol';
 import type { Context } from 'hono';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Engine } from '../engine/engine.js';
-import { Connection } from '../hub/connection.js';
+import { answerRetryOnly, Connection } from '../hub/connection.js';
 import type { Hub } from '../hub/hub.js';
 import { encodeRetry } from '../sse/frame.js';
 import { SSE_HEADERS } from '../sse/headers.js';
@@ -45,6 +46,8 @@ export function createEventsRoute(deps: EventsRouteDeps) {
   const streamHeaders = (corsHeaders: Record<string, string>) =>
     Object.keys(corsHeaders).length === 0 ? baseHeaders : { ...config.responseHeaders, ...corsHeaders, ...SSE_HEADERS };
   let nextConnectionId = 1;
+  /** RETRY_MS plus this connection's random share of RETRY_JITTER. */
+  const retryHintMs = () => config.retryMs * (1 + config.retryJitter * deps.random());
 
   return async (c: Context<{ Bindings: HttpBindings }>) => {
     const unavailable = hub.draining
@@ -58,10 +61,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       // EventSource gives up for good on any error status: it gets an empty stream with a retry hint and
       // comes back (through the balancer, to another node) by itself. Other clients get the 503.
       if (!/\btext\/event-stream\b/.test(requestHeader(c, 'accept') ?? '')) throw unavailable;
-      const { outgoing } = c.env;
-      outgoing.on('finish', () => outgoing.socket?.end());
-      outgoing.writeHead(200, streamHeaders(cors.responseHeaders(requestHeader(c, 'origin'))));
-      outgoing.end(encodeRetry(config.retryMs * (1 + config.retryJitter * deps.random())));
+      answerRetryOnly(c.env.outgoing, streamHeaders(cors.responseHeaders(requestHeader(c, 'origin'))), retryHintMs());
       return RESPONSE_ALREADY_SENT;
     }
     const topics = parseTopics(c.req.queries('topic'), config.maxTopicsPerConnection);
@@ -90,7 +90,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
     const connection = new Connection({
       id: nextConnectionId++,
       topics,
-      positions: resume ? [...resume] : topics.map(() => ({ epoch: '', ms: 0, seq: 0 })),
+      positions: resume ? [...resume] : topics.map(() => ORIGIN),
       response: outgoing,
       output,
       maxBufferedBytes: config.maxBufferedBytes,
@@ -101,7 +101,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
           : Infinity,
       remoteAddress: address,
       expiresAt: principal?.expiresAt ?? Number.POSITIVE_INFINITY,
-      retryHintMs: config.retryMs * (1 + config.retryJitter * deps.random()),
+      retryHintMs: retryHintMs(),
       headers: streamHeaders(cors.responseHeaders(origin)),
     });
     watchClientHangUp(incoming, outgoing, connection, release);

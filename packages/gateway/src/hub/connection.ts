@@ -27,6 +27,19 @@ export type CloseReason =
   | 'shutdown'
   | 'error';
 
+/**
+ * Answers an event stream that holds only a `retry:` hint and ends with its TCP connection: EventSource
+ * reconnects after the hint (through the balancer, elsewhere) instead of reusing this connection.
+ */
+export function answerRetryOnly(
+  response: ServerResponse,
+  headers: Readonly<Record<string, string>>,
+  retryMs: number,
+): void {
+  response.once('finish', () => response.socket?.end());
+  response.writeHead(200, headers).end(encodeRetry(retryMs));
+}
+
 /** An engine gap notice queued in flow order while the connection replays history. */
 interface PendingGap {
   readonly topicIndex: number;
@@ -278,8 +291,7 @@ export class Connection {
       // that is not an event stream, makes EventSource give up for good: answer an empty event stream
       // with a retry hint instead, so the client simply reconnects (elsewhere) and resumes.
       if (this.output !== this.response) this.output.destroy();
-      this.response.once('finish', () => this.socket.end());
-      this.response.writeHead(200, this.headers).end(encodeRetry(this.retryHintMs));
+      answerRetryOnly(this.response, this.headers, this.retryHintMs);
     } else if (reason === 'client-closed' || reason === 'slow-consumer' || reason === 'write-timeout') {
       // Nothing more can or should reach this client: drop its backlog instead of flushing it.
       this.response.destroy();

@@ -3,7 +3,7 @@
  * the same bytes are written to every connection of the topic, synchronously. Engine subscriptions are
  * reference counted per topic. One node-wide sweep drives heartbeats, write and idle timeouts and max age.
  */
-import type { Position } from '@sse-gateway/publisher-sdk/protocol';
+import { formatPosition, type Position } from '@sse-gateway/publisher-sdk/protocol';
 import type { Logger } from 'pino';
 import type { Engine, HistoryPage, Publication } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
@@ -336,7 +336,7 @@ export class Hub {
    * read, events published after it joined are in its live queue, so nothing falls between the two.
    */
   #readShared(topic: string, cursor: Position, joinedAt: number): Promise<SharedPage> {
-    const key = `${topic} ${cursor.epoch}:${cursor.ms}-${cursor.seq}`;
+    const key = `${topic} ${formatPosition(cursor)}`;
     // Same topic entry too: a read issued under an earlier subscription of the topic proves nothing.
     const entry = this.#topics.get(topic);
     const existing = this.#reads.get(key);
@@ -389,7 +389,7 @@ export class Hub {
 
   /** Encodes a replayed event once per node while it is recent, not once per resuming connection. */
   #encodeForReplay(publication: Publication): Delivery {
-    const key = `${publication.topic} ${publication.position.epoch}:${publication.position.ms}-${publication.position.seq}`;
+    const key = `${publication.topic} ${formatPosition(publication.position)}`;
     const known = this.#recent.get(key);
     if (known) return known;
     const delivery = encodeDelivery(publication);
