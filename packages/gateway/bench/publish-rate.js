@@ -20,7 +20,7 @@ const HISTORY_MAX_LENGTH = 1000;
  * Every round publishes to fresh topics, so each run starts from an empty stream and its count can be checked.
  */
 export async function runPublishRate(options) {
-  const redis = new Redis(options.redisUrl);
+  const redis = new Redis(options.redisUrl, { protocol: 2 });
   try {
     const rounds = [];
     for (let round = 1; round <= options.rounds; round++) {

@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 
 const port = Number(process.env.PORT);
 const prefix = process.env.REDIS_PREFIX ?? 'sse:';
-const subscriber = new Redis(process.env.REDIS_URL);
+const subscriber = new Redis(process.env.REDIS_URL, { protocol: 2 });
 const channels = new Map(); // channel -> Set<ServerResponse>
 
 subscriber.on('message', (channel, text) => {

@@ -722,7 +722,7 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
 
   const adminConnection = (): Redis => {
     if (!admin) {
-      admin = new Redis(redis.url, { maxRetriesPerRequest: 3, connectionName: 'multinode-test-admin' });
+      admin = new Redis(redis.url, { protocol: 2, maxRetriesPerRequest: 3, connectionName: 'multinode-test-admin' });
       // It reconnects by itself after the Redis restart; its errors meanwhile are expected.
       admin.on('error', () => {});
     }

@@ -16,7 +16,7 @@ let admin: Redis;
 
 beforeAll(async () => {
   redis = await startRedis();
-  admin = new Redis(redis.url, { maxRetriesPerRequest: null });
+  admin = new Redis(redis.url, { protocol: 2, maxRetriesPerRequest: null });
 });
 
 afterAll(async () => {
@@ -110,7 +110,7 @@ describe('redis engine', () => {
     await eventually(() => expect(recorder.received).toHaveLength(15));
 
     // Kill the subscriber; what is published before it is back exists only in the streams.
-    const killed = await admin.client('KILL', 'TYPE', 'pubsub');
+    const killed = await (admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub') as Promise<number>);
     expect(killed).toBeGreaterThanOrEqual(1);
     await publishRound(1);
     await publishRound(2);
@@ -140,7 +140,7 @@ describe('redis engine', () => {
     const total = () => [...published.values()].reduce((sum, positions) => sum + positions.length, 0);
     for (let kill = 1; kill <= 3; kill++) {
       await eventually(() => expect(total()).toBeGreaterThanOrEqual(kill * 60), 30_000);
-      await admin.client('KILL', 'TYPE', 'pubsub');
+      await (admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub') as Promise<number>);
       await eventually(() => expect(engine.stats.refills).toBeGreaterThanOrEqual(kill * topics.length), 30_000);
     }
     stop = true;

@@ -18,7 +18,7 @@ let admin: Redis;
 
 beforeAll(async () => {
   redis = await startRedis();
-  admin = new Redis(redis.url, { maxRetriesPerRequest: null });
+  admin = new Redis(redis.url, { protocol: 2, maxRetriesPerRequest: null });
 });
 
 afterAll(async () => {
@@ -108,7 +108,7 @@ describe('redis transport', () => {
 
   it('publishes the live message with its position', async () => {
     prefix = uniquePrefix('sdk');
-    const subscriber = new Redis(redis.url);
+    const subscriber = new Redis(redis.url, { protocol: 2 });
     try {
       const channel = topicKeys(prefix, 'live').channel;
       const received = new Promise<string>((resolve) =>
@@ -237,7 +237,11 @@ describe('redis transport', () => {
   it('queues sends while Redis is away and sends them in order once it is back', async () => {
     prefix = uniquePrefix('sdk');
     // An injected client configured like the transport's own, so the test can watch its status.
-    const client = new Redis(redis.url, { enableOfflineQueue: false, autoResendUnfulfilledCommands: false });
+    const client = new Redis(redis.url, {
+      protocol: 2,
+      enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
+    });
     const transport = new RedisTransport({ redis: client, prefix });
     try {
       await transport.publish([{ topic: 'q', event: 'tick', data: 'warm-up' }]);
@@ -280,7 +284,7 @@ describe('redis transport', () => {
 
   it('uses a given ioredis client without closing it', async () => {
     prefix = uniquePrefix('sdk');
-    const client = new Redis(redis.url);
+    const client = new Redis(redis.url, { protocol: 2 });
     try {
       const transport = new RedisTransport({ redis: client, prefix });
       const [id] = await transport.publish([{ topic: 'mine', event: 'tick', data: 'x' }]);

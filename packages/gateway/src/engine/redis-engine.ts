@@ -179,6 +179,7 @@ export class RedisEngine implements Engine {
     const retryStrategy = (attempt: number) =>
       Math.min(50 * 2 ** Math.min(attempt, 6), MAX_RECONNECT_DELAY_MS) + Math.random() * 50;
     this.#commands = new Redis(options.url, {
+      protocol: 2,
       lazyConnect: true,
       retryStrategy,
       // Reads fail fast while Redis is away (the hub and the refill loops retry); publishes wait in the
@@ -189,6 +190,7 @@ export class RedisEngine implements Engine {
       connectionName: 'sse-gateway:commands',
     });
     this.#subscriber = new Redis(options.url, {
+      protocol: 2,
       lazyConnect: true,
       retryStrategy,
       autoResubscribe: false,

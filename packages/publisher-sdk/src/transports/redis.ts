@@ -372,6 +372,8 @@ function createClient(url: string): Redis {
     throw new ValidationError(`redis URL must start with redis:// or rediss://, got ${parsed.protocol}//`);
   }
   return new Redis(url, {
+    // RESP2 until RESP3 is tested end to end (ioredis 6 defaults to RESP3).
+    protocol: 2,
     // The transport queues while disconnected itself, with a bound and a deadline; ioredis' queue has neither.
     enableOfflineQueue: false,
     // A re-sent publish would be stored twice; the transport rejects in-flight batches instead.
