@@ -4,8 +4,9 @@ import type { AddressInfo } from 'node:net';
 import { getRequestListener, type ServerType, type serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import type { Engine } from './engine/engine.js';
-import { createEngine } from './engine/index.js';
+import { type ClaimStore, MemoryClaimStore } from './engine/claim-store.js';
+import { type Engine, isCountingEngine } from './engine/engine.js';
+import { createStorage } from './engine/index.js';
 import { createApp } from './http/app.js';
 import { errorBody } from './http/errors.js';
 import { Hub } from './hub/hub.js';
@@ -29,7 +30,7 @@ export interface Gateway {
 
 export interface GatewayOptions {
   readonly logger?: Logger;
-  /** Replaces the engine chosen from config (tests). */
+  /** Replaces the engine chosen from config (tests); single-use claims then stay in this process. */
   readonly engine?: Engine;
   /** Socket writes per event-loop turn in a large fan-out (tests lower it to exercise slicing). */
   readonly fanOutSliceWrites?: number;
@@ -46,7 +47,9 @@ const LISTEN_BACKLOG = 4096;
 
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.logLevel);
-  const engine = options.engine ?? createEngine(config, logger);
+  const { engine, claims } = options.engine
+    ? { engine: options.engine, claims: new MemoryClaimStore() as ClaimStore }
+    : createStorage(config, logger);
   const metrics = createMetrics();
   const hub = new Hub({
     engine,
@@ -63,10 +66,10 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     connections: () => hub.connectionCount,
     topics: () => hub.topicCount,
     engineReady: () => engine.isReady(),
-    engineStats: () => engine.counters(),
+    engineStats: () => (isCountingEngine(engine) ? engine.counters() : {}),
   });
   await hub.start();
-  const app = createApp({ config, engine, hub, metrics, logger });
+  const app = createApp({ config, engine, claims, hub, metrics, logger });
 
   const server = await listen(app.fetch, config);
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;

@@ -278,15 +278,5 @@ export function runEngineContract(name: string, make: MakeEngine): void {
       const busy = [...(byTopic.get('busy') ?? [])].sort(comparePositions);
       await eventually(() => expect(recorder.of('busy').map((p) => p.position)).toEqual(busy));
     });
-
-    it('claims a key once until its time-to-live passes (single-use tickets)', async () => {
-      const { engine } = await startEngine();
-      const key = `ticket-${Math.random().toString(36).slice(2)}`;
-      expect(await engine.claimOnce(key, 150)).toBe(true);
-      expect(await engine.claimOnce(key, 150)).toBe(false);
-      expect(await engine.claimOnce(`${key}-other`, 150)).toBe(true);
-      await eventually(async () => expect(await engine.claimOnce(key, 60_000)).toBe(true), 15_000, 25);
-      expect(await engine.claimOnce(key, 60_000)).toBe(false);
-    });
   });
 }

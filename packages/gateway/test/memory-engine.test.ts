@@ -1,7 +1,11 @@
+import { MemoryClaimStore } from '../src/engine/claim-store.js';
 import { MemoryEngine } from '../src/engine/memory-engine.js';
+import { runClaimStoreContract } from './claim-store-contract.js';
 import { runEngineContract } from './engine-contract.js';
 
 runEngineContract('memory', async (retention) => {
   const engine = new MemoryEngine(retention);
   return { engine, cleanup: () => engine.close() };
 });
+
+runClaimStoreContract('memory', async () => ({ store: new MemoryClaimStore(), cleanup: async () => {} }));

@@ -7,7 +7,8 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Publication, Retention } from '../src/engine/engine.js';
-import { RedisEngine } from '../src/engine/redis-engine.js';
+import { RedisEngine } from '../src/engine/redis/redis-engine.js';
+import { runClaimStoreContract } from './claim-store-contract.js';
 import { EMPTY, events, eventually, expectStrictlyIncreasing, Recorder, runEngineContract } from './engine-contract.js';
 import { startRedis, type TestRedis, uniquePrefix } from './support/redis-server.js';
 
@@ -50,6 +51,19 @@ runEngineContract('redis', async (retention) => {
   const engine = newEngine(retention, prefix);
   return {
     engine,
+    async cleanup() {
+      await engine.close();
+      await deletePrefix(prefix);
+    },
+  };
+});
+
+runClaimStoreContract('redis', async () => {
+  const prefix = uniquePrefix('claims');
+  const engine = newEngine({ maxLength: 0, maxAgeMs: 0 }, prefix);
+  await engine.start(() => {});
+  return {
+    store: engine,
     async cleanup() {
       await engine.close();
       await deletePrefix(prefix);

@@ -50,16 +50,18 @@ export interface Engine {
   head(topic: string): Promise<Position>;
   /** Up to `limit` events strictly after `after`, or a reset when history cannot serve `after`. */
   readAfter(topic: string, after: Position, limit: number): Promise<HistoryPage>;
-  /**
-   * Records `key` for `ttlMs`; true the first time, false while it is recorded. Node-shared on Redis, so a
-   * single-use ticket is single-use across the cluster.
-   */
-  claimOnce(key: string, ttlMs: number): Promise<boolean>;
-  /** Counters for metrics (refills, round trips, ...); an engine without any returns an empty object. */
-  counters(): Readonly<Record<string, number>>;
   /** Whether the engine can serve requests now (Redis reachable). */
   isReady(): boolean;
   close(): Promise<void>;
+}
+
+/** Optional ability: named counters for metrics (refills, round trips, ...). */
+export interface CountingEngine extends Engine {
+  counters(): Readonly<Record<string, number>>;
+}
+
+export function isCountingEngine(engine: Engine): engine is CountingEngine {
+  return typeof (engine as Partial<CountingEngine>).counters === 'function';
 }
 
 /** Retention applied by engines on publish. */

@@ -1,16 +1,27 @@
-/** The one place that chooses an engine: Redis when REDIS_URL is set, else the embedded one. */
+/**
+ * The one place that chooses an engine: Redis when REDIS_URL is set, else the embedded one. It also wires
+ * the duties beside the event store (single-use claims), which live in the same place as the events.
+ */
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import { type ClaimStore, MemoryClaimStore } from './claim-store.js';
 import type { Engine } from './engine.js';
 import { MemoryEngine } from './memory-engine.js';
-import { RedisEngine } from './redis-engine.js';
+import { RedisEngine } from './redis/redis-engine.js';
 
+export type { ClaimStore } from './claim-store.js';
 export type { Engine, HistoryPage, Publication, PublicationSink, PublishRequest, Retention } from './engine.js';
 
-export function createEngine(config: Config, logger: Logger): Engine {
+export interface Storage {
+  readonly engine: Engine;
+  readonly claims: ClaimStore;
+}
+
+export function createStorage(config: Config, logger: Logger): Storage {
   const retention = { maxLength: config.historyMaxLength, maxAgeMs: config.historyMaxAgeMs };
   if (config.redisUrl) {
-    return new RedisEngine({ url: config.redisUrl, prefix: config.redisPrefix, retention, logger });
+    const engine = new RedisEngine({ url: config.redisUrl, prefix: config.redisPrefix, retention, logger });
+    return { engine, claims: engine };
   }
-  return new MemoryEngine(retention);
+  return { engine: new MemoryEngine(retention), claims: new MemoryClaimStore() };
 }

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { comparePositions, ORIGIN, type Position } from '@sse-gateway/publisher-sdk/protocol';
 import type { Engine, HistoryPage, Publication, PublicationSink, PublishRequest, Retention } from './engine.js';
+import { judgeCursor } from './resume-cursor.js';
 
 interface TopicHistory {
   /** Entries from `start` on are live; the prefix is garbage awaiting compaction. */
@@ -17,8 +18,6 @@ interface TopicHistory {
   maxDeleted: Position | undefined;
 }
 
-/** Expired claims are swept once the map holds this many. */
-const CLAIMS_PRUNE_AT = 1024;
 /** Compact the entries array once this many trimmed slots have piled up at its front. */
 const COMPACT_AFTER = 1024;
 
@@ -27,8 +26,6 @@ export class MemoryEngine implements Engine {
   readonly #epoch = newEpoch();
   readonly #topics = new Map<string, TopicHistory>();
   readonly #subscribed = new Set<string>();
-  /** claimOnce keys and when they expire. */
-  readonly #claims = new Map<string, number>();
   #sink: PublicationSink | undefined;
   #closed = false;
 
@@ -72,39 +69,16 @@ export class MemoryEngine implements Engine {
 
   async readAfter(topic: string, after: Position, limit: number): Promise<HistoryPage> {
     const history = this.#history(topic, false);
-    if (!history) {
-      if (after.epoch === '') return { kind: 'events', events: [], more: false };
-      return { kind: 'reset', reason: 'stream-lost', position: ORIGIN };
-    }
-    this.#trim(history);
-    const resumeFrom = history.maxDeleted ?? { epoch: this.#epoch, ms: 0, seq: 0 };
-    if (after.epoch !== '' && after.epoch !== this.#epoch) {
-      return { kind: 'reset', reason: 'stream-lost', position: resumeFrom };
-    }
-    if (after.epoch === this.#epoch && comparePositions(after, history.last) > 0) {
-      return { kind: 'reset', reason: 'ahead', position: history.last };
-    }
-    if (history.maxDeleted && (after.epoch === '' || comparePositions(after, history.maxDeleted) < 0)) {
-      return { kind: 'reset', reason: 'trimmed', position: history.maxDeleted };
-    }
+    if (history) this.#trim(history);
+    const verdict = judgeCursor(
+      after,
+      history && { epoch: this.#epoch, last: history.last, removedThrough: history.maxDeleted },
+    );
+    if (verdict.kind === 'reset') return verdict;
+    if (!history) return { kind: 'events', events: [], more: false };
     const from = this.#indexAfter(history, after);
     const end = Math.min(history.entries.length, from + limit);
     return { kind: 'events', events: history.entries.slice(from, end), more: end < history.entries.length };
-  }
-
-  async claimOnce(key: string, ttlMs: number): Promise<boolean> {
-    const now = this.now();
-    if (this.#claims.size >= CLAIMS_PRUNE_AT) {
-      for (const [claimed, expiresAt] of this.#claims) if (expiresAt <= now) this.#claims.delete(claimed);
-    }
-    const expiresAt = this.#claims.get(key);
-    if (expiresAt !== undefined && expiresAt > now) return false;
-    this.#claims.set(key, now + ttlMs);
-    return true;
-  }
-
-  counters(): Readonly<Record<string, number>> {
-    return {};
   }
 
   isReady(): boolean {

@@ -5,6 +5,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import type { ClaimStore } from '../engine/claim-store.js';
 import type { Engine } from '../engine/engine.js';
 import type { Hub } from '../hub/hub.js';
 import type { GatewayMetrics } from '../metrics.js';
@@ -21,6 +22,8 @@ import { requestHeader } from './request-header.js';
 export interface AppDeps {
   readonly config: Config;
   readonly engine: Engine;
+  /** Single-use ticket claims. */
+  readonly claims: ClaimStore;
   readonly hub: Hub;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
@@ -35,7 +38,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const { config, engine, hub, metrics } = deps;
   const log = deps.logger.child({ mod: 'http' });
   const cors = new Cors(config);
-  const access = deps.access ?? createAccess(config, engine, deps.logger);
+  const access = deps.access ?? createAccess(config, deps.claims, deps.logger);
   const limits = new ConnectionLimits(config);
   const app = new Hono<Env>();
 

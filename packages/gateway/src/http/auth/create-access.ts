@@ -2,12 +2,12 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
-import type { Engine } from '../../engine/engine.js';
+import type { ClaimStore } from '../../engine/claim-store.js';
 import { Access } from './access.js';
 import { Tickets } from './tickets.js';
 import { TokenVerifier } from './token-verifier.js';
 
-export function createAccess(config: Config, engine: Engine, logger: Logger): Access {
+export function createAccess(config: Config, claims: ClaimStore, logger: Logger): Access {
   const log = logger.child({ mod: 'auth' });
   const verifier = new TokenVerifier({
     secret: config.authJwtSecret,
@@ -30,7 +30,7 @@ export function createAccess(config: Config, engine: Engine, logger: Logger): Ac
   }
   const access = new Access({
     verifier,
-    tickets: new Tickets(ticketSecret, config.ticketTtlMs, (key, ttlMs) => engine.claimOnce(key, ttlMs)),
+    tickets: new Tickets(ticketSecret, config.ticketTtlMs, (key, ttlMs) => claims.claimOnce(key, ttlMs)),
     publicTopics: config.publicTopics,
     cookieName: config.authCookieName,
   });

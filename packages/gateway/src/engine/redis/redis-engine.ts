@@ -1,0 +1,251 @@
+/**
+ * The Redis engine: history in one Redis Stream per topic, live fan-out over pub/sub. Publishing runs the
+ * SDK's append-and-publish script (the same code path as a publisher talking to Redis directly); reads run
+ * one small script so the epoch, the stream's metadata and its entries are one consistent snapshot.
+ *
+ * The parts, one file each: connections.ts (the two connections and their health), subscriptions.ts
+ * (batched, confirmed SUBSCRIBEs), topic-flow.ts (the lossless per-topic flow), history.ts (reads).
+ */
+import { RedisTransport } from '@sse-gateway/publisher-sdk';
+import { decodeLiveMessage, type Position, topicKeys, topicOfChannel } from '@sse-gateway/publisher-sdk/protocol';
+import type { Logger } from 'pino';
+import type { ClaimStore } from '../claim-store.js';
+import type { CountingEngine, GapSink, HistoryPage, PublicationSink, PublishRequest, Retention } from '../engine.js';
+import { RedisConnections } from './connections.js';
+import { EventNameGuard } from './event-names.js';
+import { HistoryReader } from './history.js';
+import { ChannelSubscriptions } from './subscriptions.js';
+import { type FlowContext, TopicFlow } from './topic-flow.js';
+
+export interface RedisEngineOptions {
+  readonly url: string;
+  /** Prefix of every key and channel (`REDIS_PREFIX`). */
+  readonly prefix: string;
+  readonly retention: Retention;
+  readonly logger: Logger;
+  /** How long a publish waits for Redis (to reconnect, or to answer) before it fails. Default 10 000 ms. */
+  readonly publishTimeoutMs?: number | undefined;
+  /** Time between health PINGs on each connection. Default 1000 ms. */
+  readonly pingIntervalMs?: number | undefined;
+  /** A PING unanswered this long makes the node unready and drops the connection. Default 2000 ms. */
+  readonly pingDeadlineMs?: number | undefined;
+}
+
+/** Counters for the metrics module. */
+export interface RedisEngineStats {
+  /** Topic refills from history after a subscription was lost. */
+  refills: number;
+  /** Refills that found history could not fill the gap (trimmed, lost or rewound stream). */
+  resets: number;
+  /** Errors reported by either Redis connection, and failed refill or subscription attempts. */
+  redisErrors: number;
+  /** Round trips to Redis for reads, publishes (one per pipelined batch) and claims; pub/sub excluded. */
+  roundTrips: number;
+}
+
+const DEFAULT_PUBLISH_TIMEOUT_MS = 10_000;
+const DEFAULT_PING_INTERVAL_MS = 1000;
+const DEFAULT_PING_DEADLINE_MS = 2000;
+
+export class RedisEngine implements CountingEngine, ClaimStore {
+  readonly kind = 'redis';
+  readonly stats: RedisEngineStats = { refills: 0, resets: 0, redisErrors: 0, roundTrips: 0 };
+  readonly #options: RedisEngineOptions;
+  readonly #log: Logger;
+  readonly #connections: RedisConnections;
+  readonly #subscriptions: ChannelSubscriptions;
+  readonly #history: HistoryReader;
+  readonly #eventNames: EventNameGuard;
+  readonly #flowContext: FlowContext;
+  #transport: RedisTransport | undefined;
+  #sink: PublicationSink | undefined;
+  #onGap: GapSink | undefined;
+  readonly #flows = new Map<string, TopicFlow>();
+  /** Wakes sleeping refill retries when Redis is back, and on close. */
+  readonly #sleepers = new Set<() => void>();
+  #closed = false;
+
+  constructor(options: RedisEngineOptions) {
+    this.#options = options;
+    this.#log = options.logger.child({ mod: 'redis-engine' });
+    this.#eventNames = new EventNameGuard(this.#log);
+    const health = {
+      pingIntervalMs: options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
+      pingDeadlineMs: options.pingDeadlineMs ?? DEFAULT_PING_DEADLINE_MS,
+    };
+    this.#connections = new RedisConnections(options.url, health, this.#log, {
+      error: () => this.stats.redisErrors++,
+      commandsReady: () => this.#wakeSleepers(),
+    });
+    this.#history = new HistoryReader({
+      commands: this.#connections.commands,
+      prefix: options.prefix,
+      eventNames: this.#eventNames,
+      onRoundTrip: () => this.stats.roundTrips++,
+      tracked: (promise) => this.#connections.tracked(promise),
+    });
+    this.#subscriptions = new ChannelSubscriptions(
+      this.#connections.subscriber,
+      {
+        message: (channel, text) => this.#onMessage(channel, text),
+        lost: (channels, restored) => this.#onLost(channels, restored),
+        error: () => this.stats.redisErrors++,
+      },
+      this.#log,
+    );
+    this.#flowContext = {
+      log: this.#log,
+      sink: () => this.#sink,
+      onGap: () => this.#onGap,
+      head: (topic) => this.head(topic),
+      readAfter: (topic, after, limit) => this.readAfter(topic, after, limit),
+      closed: () => this.#closed,
+      sleep: (ms) => this.#sleep(ms),
+      stats: this.stats,
+      settled: (flow) => this.#forgetIfStopped(flow),
+    };
+  }
+
+  async start(sink: PublicationSink, onGap?: GapSink): Promise<void> {
+    this.#sink = sink;
+    this.#onGap = onGap;
+    await this.#connections.connect();
+    this.#transport = new RedisTransport({
+      redis: this.#connections.commands,
+      prefix: this.#options.prefix,
+      maxLength: this.#options.retention.maxLength,
+      maxAgeMs: this.#options.retention.maxAgeMs,
+      maxRetryTimeMs: this.#options.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS,
+    });
+  }
+
+  async publish(events: readonly PublishRequest[]): Promise<Position[]> {
+    if (this.#closed) throw new Error('engine is closed');
+    if (!this.#transport) throw new Error('engine is not started');
+    this.stats.roundTrips++;
+    return this.#transport.publishPositions(events);
+  }
+
+  subscribe(topic: string): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('engine is closed'));
+    let flow = this.#flows.get(topic);
+    if (!flow) {
+      flow = new TopicFlow(topic, topicKeys(this.#options.prefix, topic).channel, this.#flowContext);
+      this.#flows.set(topic, flow);
+    }
+    const wasStopped = flow.phase === 'stopped';
+    const { gen, ready } = flow.start();
+    if (wasStopped) {
+      const started = flow;
+      this.#subscriptions.request(started.channel).then(
+        () => started.confirmed(gen),
+        (error: unknown) => {
+          if (started.gen === gen && started.phase === 'subscribing') started.fail(error);
+        },
+      );
+      // A flow that could not start (SUBSCRIBE or its baseline read failed) gives its channel back.
+      ready.catch(() => {
+        if (started.phase === 'stopped') this.#release(started);
+      });
+    }
+    return ready;
+  }
+
+  /** Stops the flow at once (messages of stopped topics are ignored); the UNSUBSCRIBE is batched. */
+  async unsubscribe(topic: string): Promise<void> {
+    const flow = this.#flows.get(topic);
+    if (!flow || flow.phase === 'stopped') return;
+    flow.stop();
+    this.#release(flow);
+  }
+
+  head(topic: string): Promise<Position> {
+    return this.#history.head(topic);
+  }
+
+  readAfter(topic: string, after: Position, limit: number): Promise<HistoryPage> {
+    return this.#history.readAfter(topic, after, limit);
+  }
+
+  async claimOnce(key: string, ttlMs: number): Promise<boolean> {
+    this.stats.roundTrips++;
+    const reply = await this.#connections.commands.set(`${this.#options.prefix}once:${key}`, '1', 'PX', ttlMs, 'NX');
+    return reply === 'OK';
+  }
+
+  counters(): Readonly<Record<string, number>> {
+    return { ...this.stats };
+  }
+
+  isReady(): boolean {
+    return !this.#closed && this.#connections.isReady();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#wakeSleepers();
+    this.#subscriptions.close();
+    const closed = new Error('engine is closed');
+    for (const flow of this.#flows.values()) flow.close(closed);
+    this.#flows.clear();
+    await this.#transport?.close();
+    await this.#connections.close();
+  }
+
+  #release(flow: TopicFlow): void {
+    this.#subscriptions.release(flow.channel);
+    this.#forgetIfStopped(flow);
+  }
+
+  /** A stopped flow leaves the map once no loop runs on it; a later subscribe makes a fresh one. */
+  #forgetIfStopped(flow: TopicFlow): void {
+    if (flow.phase === 'stopped' && !flow.syncing && this.#flows.get(flow.topic) === flow) {
+      this.#flows.delete(flow.topic);
+    }
+  }
+
+  #onMessage(channel: string, text: string): void {
+    const topic = topicOfChannel(this.#options.prefix, channel);
+    const flow = topic === undefined ? undefined : this.#flows.get(topic);
+    if (!flow || flow.phase === 'stopped') return;
+    const decoded = decodeLiveMessage(text);
+    if (!decoded) {
+      this.#log.warn({ topic }, 'ignored a live message in an unknown format');
+      return;
+    }
+    const event = this.#eventNames.safe(decoded.event, flow.topic);
+    flow.message(event === decoded.event ? decoded : { ...decoded, event });
+  }
+
+  /** Anything published while the subscriptions were away is only in the streams now: refill. */
+  #onLost(channels: readonly string[], restored: Promise<unknown>): void {
+    const lost = new Set(channels);
+    let count = 0;
+    for (const flow of this.#flows.values()) {
+      // Flows whose SUBSCRIBE had not gone out yet lost nothing, but a refill from their baseline is cheap.
+      if (flow.phase === 'stopped' || (!lost.has(flow.channel) && flow.phase !== 'subscribing')) continue;
+      flow.lost(restored);
+      count++;
+    }
+    this.#log.info({ topics: count }, 'subscriptions lost; refilling subscribed topics from history');
+    this.#wakeSleepers();
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.#sleepers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      timer.unref();
+      this.#sleepers.add(wake);
+    });
+  }
+
+  #wakeSleepers(): void {
+    for (const wake of [...this.#sleepers]) wake();
+  }
+}
