@@ -14,6 +14,8 @@ export interface Config {
   readonly redisUrl: string | undefined;
   /** Prefix of every Redis key and channel. Default `sse:`. */
   readonly redisPrefix: string;
+  /** A Redis connection whose PING goes unanswered this long makes the node unready and is reconnected. Default 2000. */
+  readonly redisHealthTimeoutMs: number;
   /** pino level. Default info. */
   readonly logLevel: string;
   /** Reconnect delay hinted to clients with `retry:`. Default 3000. */
@@ -206,6 +208,12 @@ const GENERAL_SETTINGS = {
     parse: redisUrl,
   },
   redisPrefix: { env: 'REDIS_PREFIX', default: DEFAULT_KEY_PREFIX, doc: 'prefix of Redis keys', parse: text },
+  redisHealthTimeoutMs: {
+    env: 'REDIS_HEALTH_TIMEOUT_MS',
+    default: '2000',
+    doc: 'a Redis PING unanswered this long makes the node unready and reconnects',
+    parse: integer(100, 60_000),
+  },
   logLevel: { env: 'LOG_LEVEL', default: 'info', doc: LOG_LEVELS.join('|'), parse: logLevel },
   retryMs: { env: 'RETRY_MS', default: '3000', doc: 'reconnect delay hinted to clients', parse: integer(0) },
   retryJitter: {

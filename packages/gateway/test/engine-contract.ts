@@ -254,6 +254,19 @@ export function runEngineContract(name: string, make: MakeEngine): void {
       }
     });
 
+    it('stores a publish repeated with the same idempotency key once, answering the first position', async () => {
+      const { engine, recorder } = await startEngine();
+      await engine.subscribe('idem');
+      const key = `key-${Math.random().toString(36).slice(2)}`;
+      const [first] = await engine.publish([{ topic: 'idem', event: 'tick', data: 'a', idempotencyKey: key }]);
+      const [again] = await engine.publish([{ topic: 'idem', event: 'tick', data: 'a', idempotencyKey: key }]);
+      const [other] = await engine.publish([{ topic: 'idem', event: 'tick', data: 'b', idempotencyKey: `${key}-2` }]);
+      expect(again).toEqual(first);
+      expect(other).not.toEqual(first);
+      expect((await readAll(engine, 'idem', EMPTY)).map((p) => p.data)).toEqual(['a', 'b']);
+      await eventually(() => expect(recorder.dataOf('idem')).toEqual(['a', 'b']));
+    });
+
     it('gives distinct positions to many concurrent publishes', async () => {
       const { engine, recorder } = await startEngine();
       await engine.subscribe('busy');

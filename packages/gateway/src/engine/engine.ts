@@ -18,7 +18,21 @@ export interface PublishRequest {
   readonly topic: string;
   readonly event: string;
   readonly data: string;
+  /** A publish repeated with the same key (per topic, for a day) is stored once and answers the first id. */
   readonly idempotencyKey?: string | undefined;
+}
+
+/** The publish was not applied (nothing was sent, or Redis refused it): retrying is safe. */
+export class PublishNotAppliedError extends Error {
+  override readonly name = 'PublishNotAppliedError';
+}
+
+/**
+ * The publish was sent and no answer came (the connection failed or froze with it in flight): Redis may
+ * have stored it. Retrying is safe only with an idempotency key.
+ */
+export class PublishOutcomeUnknownError extends Error {
+  override readonly name = 'PublishOutcomeUnknownError';
 }
 
 /** One page of history after a position, or the news that history cannot serve that position. */
@@ -40,7 +54,10 @@ export interface Engine {
   readonly kind: 'memory' | 'redis';
   /** Connects and registers the one sink that receives every publication of subscribed topics. */
   start(sink: PublicationSink, onGap?: GapSink): Promise<void>;
-  /** Stores events atomically per event, in order; resolves with their positions once in history. */
+  /**
+   * Stores events atomically per event, in order; resolves with their positions once in history. Rejects
+   * with PublishNotAppliedError or PublishOutcomeUnknownError.
+   */
   publish(events: readonly PublishRequest[]): Promise<Position[]>;
   /** Resolves once publications of `topic` are flowing to the sink. Called once per topic per node. */
   subscribe(topic: string): Promise<void>;

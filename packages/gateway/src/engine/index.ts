@@ -20,7 +20,15 @@ export interface Storage {
 export function createStorage(config: Config, logger: Logger): Storage {
   const retention = { maxLength: config.historyMaxLength, maxAgeMs: config.historyMaxAgeMs };
   if (config.redisUrl) {
-    const engine = new RedisEngine({ url: config.redisUrl, prefix: config.redisPrefix, retention, logger });
+    const engine = new RedisEngine({
+      url: config.redisUrl,
+      prefix: config.redisPrefix,
+      retention,
+      logger,
+      // PINGs twice per deadline, so a frozen Redis is noticed within about 1.5 deadlines.
+      pingIntervalMs: Math.min(1000, Math.ceil(config.redisHealthTimeoutMs / 2)),
+      pingDeadlineMs: config.redisHealthTimeoutMs,
+    });
     return { engine, claims: engine };
   }
   return { engine: new MemoryEngine(retention), claims: new MemoryClaimStore() };

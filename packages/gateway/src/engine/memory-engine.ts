@@ -6,7 +6,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { comparePositions, ORIGIN, type Position } from '@sse-gateway/publisher-sdk/protocol';
-import type { Engine, HistoryPage, Publication, PublicationSink, PublishRequest, Retention } from './engine.js';
+import {
+  type Engine,
+  type HistoryPage,
+  type Publication,
+  type PublicationSink,
+  PublishNotAppliedError,
+  type PublishRequest,
+  type Retention,
+} from './engine.js';
 import { judgeCursor } from './resume-cursor.js';
 
 interface TopicHistory {
@@ -20,12 +28,18 @@ interface TopicHistory {
 
 /** Compact the entries array once this many trimmed slots have piled up at its front. */
 const COMPACT_AFTER = 1024;
+/** How long an idempotency key remembers its position, as the SDK's Redis transport does by default. */
+const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
+/** Idempotency keys remembered at most; the oldest are forgotten first. */
+const MAX_IDEMPOTENCY_KEYS = 100_000;
 
 export class MemoryEngine implements Engine {
   readonly kind = 'memory';
   readonly #epoch = newEpoch();
   readonly #topics = new Map<string, TopicHistory>();
   readonly #subscribed = new Set<string>();
+  /** `topic\nkey` -> the position first stored under it, and when the key expires (oldest first). */
+  readonly #idempotency = new Map<string, { readonly position: Position; readonly expiresAt: number }>();
   #sink: PublicationSink | undefined;
   #closed = false;
 
@@ -40,9 +54,14 @@ export class MemoryEngine implements Engine {
   }
 
   async publish(events: readonly PublishRequest[]): Promise<Position[]> {
-    if (this.#closed) throw new Error('engine is closed');
+    if (this.#closed) throw new PublishNotAppliedError('engine is closed');
     const positions: Position[] = [];
     for (const request of events) {
+      const remembered = this.#remembered(request);
+      if (remembered) {
+        positions.push(remembered);
+        continue;
+      }
       const history = this.#history(request.topic, true);
       const position = this.#nextPosition(history.last);
       const publication: Publication = { topic: request.topic, position, event: request.event, data: request.data };
@@ -50,9 +69,29 @@ export class MemoryEngine implements Engine {
       history.last = position;
       this.#trim(history);
       positions.push(position);
+      this.#remember(request, position);
       if (this.#subscribed.has(request.topic)) this.#sink?.(publication);
     }
     return positions;
+  }
+
+  #remembered(request: PublishRequest): Position | undefined {
+    if (request.idempotencyKey === undefined) return undefined;
+    const entry = this.#idempotency.get(`${request.topic}\n${request.idempotencyKey}`);
+    return entry && entry.expiresAt > this.now() ? entry.position : undefined;
+  }
+
+  #remember(request: PublishRequest, position: Position): void {
+    if (request.idempotencyKey === undefined) return;
+    const key = `${request.topic}\n${request.idempotencyKey}`;
+    this.#idempotency.delete(key);
+    this.#idempotency.set(key, { position, expiresAt: this.now() + IDEMPOTENCY_TTL_MS });
+    // Insertion order is expiry order (one TTL for all), so the oldest entries are at the front.
+    const now = this.now();
+    for (const [oldest, entry] of this.#idempotency) {
+      if (this.#idempotency.size <= MAX_IDEMPOTENCY_KEYS && entry.expiresAt > now) break;
+      this.#idempotency.delete(oldest);
+    }
   }
 
   async subscribe(topic: string): Promise<void> {

@@ -5,7 +5,7 @@
 import type { Config } from '../config.js';
 
 const ALLOWED_METHODS = 'GET, POST, OPTIONS';
-const ALLOWED_HEADERS = ['authorization', 'content-type', 'last-event-id', 'cache-control'];
+const ALLOWED_HEADERS = ['authorization', 'content-type', 'last-event-id', 'cache-control', 'idempotency-key'];
 const PREFLIGHT_MAX_AGE_S = '600';
 
 export class Cors {

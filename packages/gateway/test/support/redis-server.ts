@@ -5,7 +5,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
+import { freePort } from './ports.js';
 
 export interface TestRedis {
   readonly url: string;
@@ -92,11 +93,17 @@ function spawnedHandle(binary: string, port: number, first: ChildProcess): TestR
   return handle;
 }
 
-/** Spawns redis-server and resolves once it answers PING; rejects if it exits or stays silent. */
-async function launch(binary: string, port: number): Promise<ChildProcess> {
-  const child = spawn(binary, ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/**
+ * Spawns redis-server and resolves once it answers PING on `port`; rejects if it exits or stays silent.
+ * `args` replaces the default command line (a config file, `--sentinel`); they must make it listen on `port`.
+ * The process is SIGKILLed when the test process exits.
+ */
+export async function launch(
+  binary: string,
+  port: number,
+  args: readonly string[] = ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no'],
+): Promise<ChildProcess> {
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const collect = (chunk: Buffer) => {
     output = (output + chunk.toString()).slice(-4000);
@@ -174,21 +181,8 @@ async function containerRedis(): Promise<TestRedis | undefined> {
 // Helpers
 // ---------------------------------------------------------------------------------------------------
 
-/** A port nothing listens on right now: bind port 0, read it, release it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /** Polls with a raw PING until `+PONG` (a LOADING or refused answer means not yet), up to the deadline. */
-async function waitForPing(port: number, host = HOST): Promise<void> {
+export async function waitForPing(port: number, host = HOST): Promise<void> {
   const deadline = Date.now() + READY_DEADLINE_MS;
   let last = 'no answer';
   while (Date.now() < deadline) {

@@ -9,6 +9,11 @@ import type { Logger } from 'pino';
 import { PingMonitor } from './ping-monitor.js';
 
 const MAX_RECONNECT_DELAY_MS = 2000;
+/**
+ * How long a dropped connection may take to close gracefully before its socket is destroyed. ioredis waits
+ * 2 s by default, and a frozen Redis never completes the close: every command in flight would wait too.
+ */
+const DISCONNECT_TIMEOUT_MS = 100;
 /** Oldest Redis major version with XINFO STREAM max-deleted-entry-id. */
 const MIN_REDIS_MAJOR = 7;
 
@@ -48,6 +53,7 @@ export class RedisConnections {
       protocol: 2,
       lazyConnect: true,
       retryStrategy,
+      disconnectTimeout: DISCONNECT_TIMEOUT_MS,
       // Reads fail fast while Redis is away (the hub and the refill loops retry); publishes wait in the
       // transport's own bounded queue.
       enableOfflineQueue: false,
@@ -59,6 +65,7 @@ export class RedisConnections {
       protocol: 2,
       lazyConnect: true,
       retryStrategy,
+      disconnectTimeout: DISCONNECT_TIMEOUT_MS,
       autoResubscribe: false,
       maxRetriesPerRequest: 5,
       connectionName: 'sse-gateway:subscriber',

@@ -10,7 +10,16 @@ import { RedisTransport } from '@sse-gateway/publisher-sdk';
 import { decodeLiveMessage, type Position, topicKeys, topicOfChannel } from '@sse-gateway/publisher-sdk/protocol';
 import type { Logger } from 'pino';
 import type { ClaimStore } from '../claim-store.js';
-import type { CountingEngine, GapSink, HistoryPage, PublicationSink, PublishRequest, Retention } from '../engine.js';
+import {
+  type CountingEngine,
+  type GapSink,
+  type HistoryPage,
+  type PublicationSink,
+  PublishNotAppliedError,
+  PublishOutcomeUnknownError,
+  type PublishRequest,
+  type Retention,
+} from '../engine.js';
 import { RedisConnections } from './connections.js';
 import { EventNameGuard } from './event-names.js';
 import { HistoryReader } from './history.js';
@@ -120,10 +129,18 @@ export class RedisEngine implements CountingEngine, ClaimStore {
   }
 
   async publish(events: readonly PublishRequest[]): Promise<Position[]> {
-    if (this.#closed) throw new Error('engine is closed');
-    if (!this.#transport) throw new Error('engine is not started');
+    if (this.#closed) throw new PublishNotAppliedError('engine is closed');
+    if (!this.#transport) throw new PublishNotAppliedError('engine is not started');
     this.stats.roundTrips++;
-    return this.#transport.publishPositions(events);
+    try {
+      return await this.#transport.publishPositions(events);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if ((error as { maybeStored?: unknown }).maybeStored === true) {
+        throw new PublishOutcomeUnknownError(message, { cause: error });
+      }
+      throw new PublishNotAppliedError(message, { cause: error });
+    }
   }
 
   subscribe(topic: string): Promise<void> {
