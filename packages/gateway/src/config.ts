@@ -4,14 +4,32 @@
  */
 import { createPublicKey } from 'node:crypto';
 import { DEFAULT_KEY_PREFIX } from '@sse-gateway/publisher-sdk/protocol';
+import { parseRedisUrl, type RedisTarget } from '@sse-gateway/publisher-sdk/redis-target';
 
 export interface Config {
   /** TCP port. Default 8080. */
   readonly port: number;
   /** Interface to bind. Default 127.0.0.1 (set 0.0.0.0 in containers). */
   readonly host: string;
-  /** Redis URL; unset = the embedded in-memory engine (one node). */
+  /**
+   * Redis URL: `redis://`, `rediss://`, `redis+sentinel://h:p,h:p/<name>`, `redis+cluster://h:p,h:p` (and the
+   * `rediss+` TLS forms). Unset, with no REDIS_SENTINELS or REDIS_CLUSTER_NODES = the embedded engine (one node).
+   */
   readonly redisUrl: string | undefined;
+  /** Sentinels `host:port,...` (with REDIS_SENTINEL_NAME), instead of a redis+sentinel:// URL. */
+  readonly redisSentinels: string | undefined;
+  /** Master group name known to the sentinels. */
+  readonly redisSentinelName: string | undefined;
+  /** Password of the sentinels themselves, when they require one. */
+  readonly redisSentinelPassword: string | undefined;
+  /** Cluster startup nodes `host:port,...`, instead of a redis+cluster:// URL. */
+  readonly redisClusterNodes: string | undefined;
+  /** ACL user for REDIS_SENTINELS / REDIS_CLUSTER_NODES, and for a URL that names none. */
+  readonly redisUsername: string | undefined;
+  /** Password for REDIS_SENTINELS / REDIS_CLUSTER_NODES, and for a URL that names none. */
+  readonly redisPassword: string | undefined;
+  /** TLS to the nodes named by REDIS_SENTINELS / REDIS_CLUSTER_NODES (a URL says it with rediss). Default false. */
+  readonly redisTls: boolean;
   /** Prefix of every Redis key and channel. Default `sse:`. */
   readonly redisPrefix: string;
   /** A Redis connection whose PING goes unanswered this long makes the node unready and is reconnected. Default 2000. */
@@ -138,14 +156,73 @@ const logLevel = (raw: string): string => {
 const redisUrl = (raw: string): string | undefined => {
   const value = raw.trim();
   if (value === '') return undefined;
-  if (!/^rediss?:\/\//.test(value)) throw new SettingError('must start with redis:// or rediss://');
-  try {
-    new URL(value);
-  } catch {
-    throw new SettingError('is not a valid URL');
-  }
+  parseRedis(value);
   return value;
 };
+
+/** A `host:port,...` list, checked by parsing it as the URL it stands for. */
+const redisNodes =
+  (scheme: 'sentinel' | 'cluster') =>
+  (raw: string): string | undefined => {
+    const value = raw.trim();
+    if (value === '') return undefined;
+    if (/[/@?#]/.test(value)) throw new SettingError('must be a list of host:port, separated by commas');
+    parseRedis(scheme === 'sentinel' ? `redis+sentinel://${value}/name` : `redis+cluster://${value}`);
+    return value;
+  };
+
+function parseRedis(url: string): RedisTarget {
+  try {
+    return parseRedisUrl(url);
+  } catch (error) {
+    throw new SettingError((error as Error).message);
+  }
+}
+
+/**
+ * Where this node's Redis is, from REDIS_URL or REDIS_SENTINELS / REDIS_CLUSTER_NODES and the credential
+ * settings; undefined for the embedded engine. loadConfig has checked that the settings fit together.
+ */
+export function redisTargetOf(config: Config): RedisTarget | undefined {
+  const auth = {
+    ...(config.redisUsername ? { username: config.redisUsername } : {}),
+    ...(config.redisPassword ? { password: config.redisPassword } : {}),
+  };
+  const tls = config.redisTls ? 'rediss' : 'redis';
+  if (config.redisUrl) {
+    const target = parseRedisUrl(config.redisUrl);
+    if (target.kind === 'single') {
+      if (!auth.password) return target;
+      // The URL's own credentials win; the settings fill what it leaves out.
+      const url = new URL(target.url);
+      if (!url.password) {
+        url.username = url.username || encodeURIComponent(auth.username ?? '');
+        url.password = encodeURIComponent(auth.password);
+      }
+      return { kind: 'single', url: url.href };
+    }
+    if (target.kind === 'sentinel') {
+      const sentinelPassword = target.sentinelPassword ?? config.redisSentinelPassword;
+      return { ...auth, ...target, ...(sentinelPassword ? { sentinelPassword } : {}) };
+    }
+    return { ...auth, ...target };
+  }
+  if (config.redisSentinels) {
+    const name = encodeURIComponent(config.redisSentinelName ?? '');
+    const target = parseRedisUrl(`${tls}+sentinel://${config.redisSentinels}/${name}`);
+    if (target.kind !== 'sentinel') return undefined;
+    return {
+      ...target,
+      ...auth,
+      ...(config.redisSentinelPassword ? { sentinelPassword: config.redisSentinelPassword } : {}),
+    };
+  }
+  if (config.redisClusterNodes) {
+    const target = parseRedisUrl(`${tls}+cluster://${config.redisClusterNodes}`);
+    return target.kind === 'cluster' ? { ...target, ...auth } : undefined;
+  }
+  return undefined;
+}
 
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const FORBIDDEN_HEADERS = [
@@ -204,8 +281,50 @@ const GENERAL_SETTINGS = {
   redisUrl: {
     env: 'REDIS_URL',
     default: undefined,
-    doc: 'Redis URL; unset runs the embedded in-memory engine (single node)',
+    doc: 'redis://, rediss://, redis+sentinel://h:p,h:p/name or redis+cluster://h:p,h:p; unset = embedded engine',
     parse: redisUrl,
+  },
+  redisSentinels: {
+    env: 'REDIS_SENTINELS',
+    default: '',
+    doc: 'sentinels host:port,... (with REDIS_SENTINEL_NAME) instead of REDIS_URL',
+    parse: redisNodes('sentinel'),
+  },
+  redisSentinelName: {
+    env: 'REDIS_SENTINEL_NAME',
+    default: '',
+    doc: 'master group name known to the sentinels',
+    parse: optionalText,
+  },
+  redisSentinelPassword: {
+    env: 'REDIS_SENTINEL_PASSWORD',
+    default: '',
+    doc: 'password of the sentinels themselves',
+    parse: optionalText,
+  },
+  redisClusterNodes: {
+    env: 'REDIS_CLUSTER_NODES',
+    default: '',
+    doc: 'Redis Cluster startup nodes host:port,... instead of REDIS_URL',
+    parse: redisNodes('cluster'),
+  },
+  redisUsername: {
+    env: 'REDIS_USERNAME',
+    default: '',
+    doc: 'Redis ACL user (for a URL without one too)',
+    parse: optionalText,
+  },
+  redisPassword: {
+    env: 'REDIS_PASSWORD',
+    default: '',
+    doc: 'Redis password (for a URL without one too)',
+    parse: optionalText,
+  },
+  redisTls: {
+    env: 'REDIS_TLS',
+    default: 'false',
+    doc: 'TLS to REDIS_SENTINELS / REDIS_CLUSTER_NODES (URLs use rediss)',
+    parse: boolean,
   },
   redisPrefix: { env: 'REDIS_PREFIX', default: DEFAULT_KEY_PREFIX, doc: 'prefix of Redis keys', parse: text },
   redisHealthTimeoutMs: {
@@ -441,6 +560,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     if (config.headersTimeoutMs > config.requestTimeoutMs)
       problems.push('HEADERS_TIMEOUT_MS must not be larger than REQUEST_TIMEOUT_MS');
   }
+  const redisSources = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'].filter((name) => env[name]?.trim());
+  if (redisSources.length > 1) problems.push(`set only one of ${redisSources.join(', ')}`);
+  if (config.redisSentinels && !config.redisSentinelName)
+    problems.push('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the master group name)');
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config) as unknown as Config;
 }

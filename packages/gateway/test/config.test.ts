@@ -1,7 +1,7 @@
 /** The settings table: every env var is read, validated, and reported together when wrong. */
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, helpText, loadConfig } from '../src/config.js';
+import { ConfigError, helpText, loadConfig, redisTargetOf } from '../src/config.js';
 import { startGateway } from '../src/gateway.js';
 
 describe('loadConfig', () => {
@@ -69,5 +69,58 @@ describe('TRUST_PROXY from the environment', () => {
     } finally {
       await gateway.close(0);
     }
+  });
+});
+
+describe('Redis targets', () => {
+  it.each([
+    [{ REDIS_URL: 'redis://127.0.0.1:6379' }, { kind: 'single', url: 'redis://127.0.0.1:6379' }],
+    [
+      { REDIS_URL: 'redis://127.0.0.1:6379', REDIS_PASSWORD: 's3cret' },
+      { kind: 'single', url: 'redis://:s3cret@127.0.0.1:6379' },
+    ],
+    [
+      { REDIS_URL: 'redis+sentinel://10.0.0.1:26379,10.0.0.2/mymaster', REDIS_SENTINEL_PASSWORD: 'sp' },
+      { kind: 'sentinel', name: 'mymaster', sentinelPassword: 'sp', tls: false },
+    ],
+    [
+      { REDIS_SENTINELS: '10.0.0.1:26379,10.0.0.2:26380', REDIS_SENTINEL_NAME: 'mymaster', REDIS_PASSWORD: 'pw' },
+      {
+        kind: 'sentinel',
+        name: 'mymaster',
+        password: 'pw',
+        sentinels: [
+          { host: '10.0.0.1', port: 26379 },
+          { host: '10.0.0.2', port: 26380 },
+        ],
+      },
+    ],
+    [
+      {
+        REDIS_CLUSTER_NODES: '10.0.0.1:7000,10.0.0.2:7001',
+        REDIS_TLS: 'true',
+        REDIS_USERNAME: 'gw',
+        REDIS_PASSWORD: 'pw',
+      },
+      { kind: 'cluster', tls: true, username: 'gw', password: 'pw' },
+    ],
+  ])('%j', (env, expected) => {
+    expect(redisTargetOf(loadConfig(env))).toMatchObject(expected);
+  });
+
+  it('is the embedded engine when no Redis is configured', () => {
+    expect(redisTargetOf(loadConfig({}))).toBeUndefined();
+  });
+
+  it.each([
+    [{ REDIS_URL: 'http://x' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'redis+sentinel://10.0.0.1' }, 'REDIS_URL'],
+    [{ REDIS_SENTINELS: '10.0.0.1:26379' }, 'REDIS_SENTINELS needs REDIS_SENTINEL_NAME'],
+    [{ REDIS_SENTINELS: '10.0.0.1:notaport', REDIS_SENTINEL_NAME: 'm' }, 'REDIS_SENTINELS'],
+    [{ REDIS_URL: 'redis://a', REDIS_CLUSTER_NODES: 'b:7000' }, 'set only one of REDIS_URL, REDIS_CLUSTER_NODES'],
+    [{ REDIS_CLUSTER_NODES: 'redis://b:7000' }, 'REDIS_CLUSTER_NODES must be a list of host:port'],
+  ])('refuses %j at boot, naming the setting', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
   });
 });

@@ -33,7 +33,7 @@ const silent = pino({ level: 'silent' });
 const sharedServer = Boolean(process.env.REDIS_URL);
 
 function newEngine(retention: Retention, prefix = uniquePrefix('engine')): RedisEngine {
-  return new RedisEngine({ url: redis.url, prefix, retention, logger: silent });
+  return new RedisEngine({ target: { kind: 'single', url: redis.url }, prefix, retention, logger: silent });
 }
 
 /** Removes an engine's keys (SCAN, not FLUSHALL: other suites may share the server). */

@@ -1,9 +1,10 @@
 /**
- * The one place that chooses an engine: Redis when REDIS_URL is set, else the embedded one. It also wires
+ * The one place that chooses an engine: Redis when one is configured (REDIS_URL, REDIS_SENTINELS or
+ * REDIS_CLUSTER_NODES), else the embedded one. It also wires
  * the duties beside the event store (single-use claims), which live in the same place as the events.
  */
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
+import { type Config, redisTargetOf } from '../config.js';
 import { type ClaimStore, MemoryClaimStore } from './claim-store.js';
 import type { Engine } from './engine.js';
 import { MemoryEngine } from './memory-engine.js';
@@ -19,9 +20,10 @@ export interface Storage {
 
 export function createStorage(config: Config, logger: Logger): Storage {
   const retention = { maxLength: config.historyMaxLength, maxAgeMs: config.historyMaxAgeMs };
-  if (config.redisUrl) {
+  const target = redisTargetOf(config);
+  if (target) {
     const engine = new RedisEngine({
-      url: config.redisUrl,
+      target,
       prefix: config.redisPrefix,
       retention,
       logger,

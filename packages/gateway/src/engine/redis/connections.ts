@@ -4,11 +4,11 @@
  * loss and recovery once, fails reads in flight when the command connection drops, and refuses readiness
  * on a Redis older than 7.
  */
-import { Redis } from 'ioredis';
+import { createRedisClient, type RedisTarget } from '@sse-gateway/publisher-sdk/redis-target';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { PingMonitor } from './ping-monitor.js';
 
-const MAX_RECONNECT_DELAY_MS = 2000;
 /**
  * How long a dropped connection may take to close gracefully before its socket is destroyed. ioredis waits
  * 2 s by default, and a frozen Redis never completes the close: every command in flight would wait too.
@@ -43,33 +43,36 @@ export class RedisConnections {
   readonly #monitors: PingMonitor[];
   #closed = false;
 
-  constructor(url: string, health: HealthOptions, log: Logger, events: ConnectionEvents) {
+  constructor(target: RedisTarget, health: HealthOptions, log: Logger, events: ConnectionEvents) {
     this.#log = log;
     this.#events = events;
-    const retryStrategy = (attempt: number) =>
-      Math.min(50 * 2 ** Math.min(attempt, 6), MAX_RECONNECT_DELAY_MS) + Math.random() * 50;
-    this.commands = new Redis(url, {
-      // RESP2 until RESP3 is tested end to end (ioredis 6 defaults to RESP3).
-      protocol: 2,
-      lazyConnect: true,
-      retryStrategy,
-      disconnectTimeout: DISCONNECT_TIMEOUT_MS,
-      // Reads fail fast while Redis is away (the hub and the refill loops retry); publishes wait in the
-      // transport's own bounded queue.
-      enableOfflineQueue: false,
-      autoResendUnfulfilledCommands: false,
-      maxRetriesPerRequest: null,
+    if (target.kind === 'cluster') throw new Error('a Redis Cluster target needs the cluster engine');
+    // One Redis or a Sentinel-managed primary (the factory turns on failover detection): RESP2, TLS and
+    // credentials as the target says.
+    this.commands = createRedisClient(target, {
       connectionName: 'sse-gateway:commands',
-    });
-    this.subscriber = new Redis(url, {
-      protocol: 2,
-      lazyConnect: true,
-      retryStrategy,
-      disconnectTimeout: DISCONNECT_TIMEOUT_MS,
-      autoResubscribe: false,
-      maxRetriesPerRequest: 5,
+      redisOptions: {
+        lazyConnect: true,
+        disconnectTimeout: DISCONNECT_TIMEOUT_MS,
+        // Reads fail fast while Redis is away (the hub and the refill loops retry); publishes wait in the
+        // transport's own bounded queue. Never re-sent: a re-sent publish would be stored twice.
+        enableOfflineQueue: false,
+        autoResendUnfulfilledCommands: false,
+        maxRetriesPerRequest: null,
+      },
+    }) as Redis;
+    this.subscriber = createRedisClient(target, {
       connectionName: 'sse-gateway:subscriber',
-    });
+      redisOptions: {
+        lazyConnect: true,
+        disconnectTimeout: DISCONNECT_TIMEOUT_MS,
+        enableOfflineQueue: true,
+        autoResendUnfulfilledCommands: true,
+        // Resubscribed by this engine, so it knows when a refill may start.
+        autoResubscribe: false,
+        maxRetriesPerRequest: 5,
+      },
+    }) as Redis;
     this.#watch(this.commands, 'commands');
     this.#watch(this.subscriber, 'subscriber');
     this.#monitors = [

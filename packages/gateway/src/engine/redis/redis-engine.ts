@@ -8,6 +8,7 @@
  */
 import { RedisTransport } from '@sse-gateway/publisher-sdk';
 import { decodeLiveMessage, type Position, topicKeys, topicOfChannel } from '@sse-gateway/publisher-sdk/protocol';
+import type { RedisTarget } from '@sse-gateway/publisher-sdk/redis-target';
 import type { Logger } from 'pino';
 import type { ClaimStore } from '../claim-store.js';
 import {
@@ -27,7 +28,8 @@ import { ChannelSubscriptions } from './subscriptions.js';
 import { type FlowContext, TopicFlow } from './topic-flow.js';
 
 export interface RedisEngineOptions {
-  readonly url: string;
+  /** One Redis or a Sentinel-managed primary (see the SDK's parseRedisUrl). */
+  readonly target: RedisTarget;
   /** Prefix of every key and channel (`REDIS_PREFIX`). */
   readonly prefix: string;
   readonly retention: Retention;
@@ -82,7 +84,7 @@ export class RedisEngine implements CountingEngine, ClaimStore {
       pingIntervalMs: options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
       pingDeadlineMs: options.pingDeadlineMs ?? DEFAULT_PING_DEADLINE_MS,
     };
-    this.#connections = new RedisConnections(options.url, health, this.#log, {
+    this.#connections = new RedisConnections(options.target, health, this.#log, {
       error: () => this.stats.redisErrors++,
       commandsReady: () => this.#wakeSleepers(),
     });

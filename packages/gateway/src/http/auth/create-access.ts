@@ -1,7 +1,7 @@
 /** Builds the access policy from config: token verifier, ticket secret, public topics. */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Config } from '../../config.js';
+import { type Config, redisTargetOf } from '../../config.js';
 import type { ClaimStore } from '../../engine/claim-store.js';
 import { Access } from './access.js';
 import { Tickets } from './tickets.js';
@@ -24,7 +24,7 @@ export function createAccess(config: Config, claims: ClaimStore, logger: Logger)
   }
   if (!ticketSecret) {
     ticketSecret = randomBytes(32).toString('hex');
-    if (verifier.configured && config.redisUrl) {
+    if (verifier.configured && redisTargetOf(config)) {
       log.warn('AUTH_TICKET_SECRET is not set: tickets minted on this node are only accepted by this node');
     }
   }
