@@ -5,7 +5,7 @@
  * on a Redis older than 7.
  */
 import { createRedisClient, type RedisTarget } from '@sse-gateway/publisher-sdk/redis-target';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { PingMonitor } from './ping-monitor.js';
 
@@ -24,6 +24,45 @@ export interface HealthOptions {
   readonly pingDeadlineMs: number;
 }
 
+/** What the engine needs of its command side, on one Redis, Sentinel or a Cluster alike. */
+export interface EngineConnections {
+  readonly commands: Redis | Cluster;
+  connect(): Promise<void>;
+  isReady(): boolean;
+  /** Fails `promise` when the command connection cannot answer it any more. */
+  tracked<T>(promise: Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/**
+ * A read unanswered this long fails (the refill loops retry): ioredis never settles a command that was in
+ * flight when a connection dropped with re-sending off, and a frozen node never answers.
+ */
+const READ_DEADLINE_MS = 10_000;
+
+/** Rejects when `promise` has not settled within the read deadline. */
+export function trackWithDeadline<T>(promise: Promise<T>, onSettled?: () => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      onSettled?.();
+      reject(new Error(`Redis did not answer a read within ${READ_DEADLINE_MS} ms`));
+    }, READ_DEADLINE_MS);
+    timer.unref();
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        onSettled?.();
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        onSettled?.();
+        reject(error);
+      },
+    );
+  });
+}
+
 export interface ConnectionEvents {
   /** A connection reported an error (counted for metrics). */
   readonly error: () => void;
@@ -31,7 +70,7 @@ export interface ConnectionEvents {
   readonly commandsReady: () => void;
 }
 
-export class RedisConnections {
+export class RedisConnections implements EngineConnections {
   readonly commands: Redis;
   readonly subscriber: Redis;
   readonly #log: Logger;
@@ -43,10 +82,14 @@ export class RedisConnections {
   readonly #monitors: PingMonitor[];
   #closed = false;
 
-  constructor(target: RedisTarget, health: HealthOptions, log: Logger, events: ConnectionEvents) {
+  constructor(
+    target: RedisTarget & { kind: 'single' | 'sentinel' },
+    health: HealthOptions,
+    log: Logger,
+    events: ConnectionEvents,
+  ) {
     this.#log = log;
     this.#events = events;
-    if (target.kind === 'cluster') throw new Error('a Redis Cluster target needs the cluster engine');
     // One Redis or a Sentinel-managed primary (the factory turns on failover detection): RESP2, TLS and
     // credentials as the target says.
     this.commands = createRedisClient(target, {
@@ -107,20 +150,12 @@ export class RedisConnections {
 
   /** The command connection never re-sends, so a read in flight when it drops must be failed here. */
   tracked<T>(promise: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const fail = (error: Error) => reject(error);
-      this.#reads.add(fail);
-      promise.then(
-        (value) => {
-          this.#reads.delete(fail);
-          resolve(value);
-        },
-        (error: unknown) => {
-          this.#reads.delete(fail);
-          reject(error);
-        },
-      );
+    let fail: (error: Error) => void = () => {};
+    const failed = new Promise<never>((_, reject) => {
+      fail = reject;
     });
+    this.#reads.add(fail);
+    return Promise.race([trackWithDeadline(promise, () => this.#reads.delete(fail)), failed]);
   }
 
   async close(): Promise<void> {

@@ -21,14 +21,16 @@ import {
   type PublishRequest,
   type Retention,
 } from '../engine.js';
-import { RedisConnections } from './connections.js';
+import { ClusterConnections } from './cluster-connections.js';
+import { type EngineConnections, RedisConnections } from './connections.js';
 import { EventNameGuard } from './event-names.js';
 import { HistoryReader } from './history.js';
-import { ChannelSubscriptions } from './subscriptions.js';
+import { ShardedSubscriptions } from './sharded-subscriptions.js';
+import { ChannelSubscriptions, type SubscriptionEvents, type Subscriptions } from './subscriptions.js';
 import { type FlowContext, TopicFlow } from './topic-flow.js';
 
 export interface RedisEngineOptions {
-  /** One Redis or a Sentinel-managed primary (see the SDK's parseRedisUrl). */
+  /** One Redis, a Sentinel-managed primary or a Cluster (see the SDK's parseRedisUrl). */
   readonly target: RedisTarget;
   /** Prefix of every key and channel (`REDIS_PREFIX`). */
   readonly prefix: string;
@@ -63,8 +65,8 @@ export class RedisEngine implements CountingEngine, ClaimStore {
   readonly stats: RedisEngineStats = { refills: 0, resets: 0, redisErrors: 0, roundTrips: 0 };
   readonly #options: RedisEngineOptions;
   readonly #log: Logger;
-  readonly #connections: RedisConnections;
-  readonly #subscriptions: ChannelSubscriptions;
+  readonly #connections: EngineConnections;
+  readonly #subscriptions: Subscriptions & { close(): void; isReady(): boolean };
   readonly #history: HistoryReader;
   readonly #eventNames: EventNameGuard;
   readonly #flowContext: FlowContext;
@@ -84,10 +86,26 @@ export class RedisEngine implements CountingEngine, ClaimStore {
       pingIntervalMs: options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
       pingDeadlineMs: options.pingDeadlineMs ?? DEFAULT_PING_DEADLINE_MS,
     };
-    this.#connections = new RedisConnections(options.target, health, this.#log, {
+    const connectionEvents = {
       error: () => this.stats.redisErrors++,
       commandsReady: () => this.#wakeSleepers(),
-    });
+    };
+    const subscriptionEvents: SubscriptionEvents = {
+      message: (channel, text) => this.#onMessage(channel, text),
+      lost: (channels, restored) => this.#onLost(channels, restored),
+      error: () => this.stats.redisErrors++,
+    };
+    // The one branch between deployments: a Cluster routes commands by slot and delivers live messages over
+    // sharded pub/sub, one subscriber per primary; one Redis or Sentinel has one subscriber connection.
+    if (options.target.kind === 'cluster') {
+      const connections = new ClusterConnections(options.target, this.#log, connectionEvents);
+      this.#connections = connections;
+      this.#subscriptions = new ShardedSubscriptions(connections.commands, health, subscriptionEvents, this.#log);
+    } else {
+      const connections = new RedisConnections(options.target, health, this.#log, connectionEvents);
+      this.#connections = connections;
+      this.#subscriptions = new ChannelSubscriptions(connections.subscriber, subscriptionEvents, this.#log);
+    }
     this.#history = new HistoryReader({
       commands: this.#connections.commands,
       prefix: options.prefix,
@@ -95,15 +113,6 @@ export class RedisEngine implements CountingEngine, ClaimStore {
       onRoundTrip: () => this.stats.roundTrips++,
       tracked: (promise) => this.#connections.tracked(promise),
     });
-    this.#subscriptions = new ChannelSubscriptions(
-      this.#connections.subscriber,
-      {
-        message: (channel, text) => this.#onMessage(channel, text),
-        lost: (channels, restored) => this.#onLost(channels, restored),
-        error: () => this.stats.redisErrors++,
-      },
-      this.#log,
-    );
     this.#flowContext = {
       log: this.#log,
       sink: () => this.#sink,
@@ -197,7 +206,7 @@ export class RedisEngine implements CountingEngine, ClaimStore {
   }
 
   isReady(): boolean {
-    return !this.#closed && this.#connections.isReady();
+    return !this.#closed && this.#connections.isReady() && this.#subscriptions.isReady();
   }
 
   async close(): Promise<void> {

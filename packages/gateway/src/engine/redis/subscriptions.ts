@@ -71,6 +71,11 @@ export class ChannelSubscriptions implements Subscriptions {
     this.#schedule();
   }
 
+  /** The subscriber connection's readiness is part of the connections' own. */
+  isReady(): boolean {
+    return true;
+  }
+
   close(): void {
     this.#closed = true;
     if (this.#flushHandle) clearImmediate(this.#flushHandle);
