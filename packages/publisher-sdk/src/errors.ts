@@ -35,11 +35,22 @@ export class AuthError extends PublishError {
   }
 }
 
-/** The gateway or Redis could not be reached, or stayed unreachable past the retry budget. */
+/**
+ * The gateway or Redis could not be reached, stayed unreachable past the retry budget, or stopped answering.
+ * `maybeStored` tells the two outcomes apart: retry at once when it is false; when it is true, retry with
+ * the same idempotency key (or check history first), or the event may be stored twice.
+ */
 export class NetworkError extends PublishError {
   override readonly name = 'NetworkError';
-  constructor(message: string, options?: { cause?: unknown; status?: number; code?: string }) {
+  /**
+   * True when the events were written and no answer came (the connection dropped with them in flight, or
+   * the deadline passed while they were): they may have been stored. False when they never left the
+   * process (queued past the deadline, queue full, Redis unreachable for too long, the write refused).
+   */
+  readonly maybeStored: boolean;
+  constructor(message: string, options: { maybeStored: boolean; cause?: unknown; status?: number; code?: string }) {
     super('network', message, options);
+    this.maybeStored = options.maybeStored;
   }
 }
 

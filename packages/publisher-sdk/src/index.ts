@@ -14,9 +14,22 @@ export {
   ValidationError,
 } from './errors.js';
 export type { BatchItem, Publisher, SendOptions } from './publisher.js';
+export {
+  createRedisClient,
+  DEFAULT_REDIS_PORT,
+  DEFAULT_SENTINEL_PORT,
+  describeRedisTarget,
+  isRedisCluster,
+  isRedisTarget,
+  parseRedisUrl,
+  type RedisAddress,
+  type RedisClientOptions,
+  type RedisTarget,
+} from './redis-target.js';
 export type { OutgoingEvent, Transport } from './transport.js';
 export { HttpTransport, type HttpTransportOptions } from './transports/http.js';
 export {
+  DEFAULT_CONNECTION_NAME,
   DEFAULT_IDEMPOTENCY_TTL_MS,
   DEFAULT_MAX_AGE_MS,
   DEFAULT_MAX_LENGTH,
@@ -45,7 +58,10 @@ export interface HttpPublisherOptions {
  * `REDIS_PREFIX`.
  */
 export interface RedisPublisherOptions extends Omit<RedisTransportOptions, 'redis'> {
-  /** `redis://` URL (typically `process.env.REDIS_URL`), or an ioredis Redis or Cluster instance you own. */
+  /**
+   * `redis://`, `redis+sentinel://` or `redis+cluster://` URL (typically `process.env.REDIS_URL`; `rediss`
+   * for TLS), a RedisTarget, or an ioredis Redis or Cluster instance you own.
+   */
   readonly redis: RedisTransportOptions['redis'] | undefined;
   /** Default topic of `send`. */
   readonly topic?: string | undefined;

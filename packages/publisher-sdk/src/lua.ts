@@ -7,7 +7,10 @@
  * KEYS[1] stream, KEYS[2] epoch, KEYS[3] idempotency key (optional: pass 2 keys, or '' as the third, when
  * unused; omit it on Redis Cluster, where '' hashes to slot 0 and makes the call CROSSSLOT)
  * ARGV[1] channel, ARGV[2] max length (0 = unbounded), ARGV[3] max age ms (0 = unbounded),
- * ARGV[4] event, ARGV[5] data, ARGV[6] idempotency ttl ms, ARGV[7] live message prefix (protocol version)
+ * ARGV[4] event, ARGV[5] data, ARGV[6] idempotency ttl ms, ARGV[7] live message prefix (protocol version),
+ * ARGV[8] (optional) '1' to publish the live message with SPUBLISH (sharded pub/sub, on Redis Cluster, where
+ * the gateways SSUBSCRIBE on the node owning the topic's slot); missing or anything else means PUBLISH, so
+ * callers that pass 7 arguments keep working.
  * Returns { epoch, 'ms-seq' }.
  *
  * Retention is exact and done with XDEL, not XADD MAXLEN / XTRIM: Redis does not record what trimming
@@ -20,6 +23,7 @@ export const PUBLISH_SCRIPT = `
 local stream, epochKey, idemKey = KEYS[1], KEYS[2], KEYS[3] or ''
 local channel, maxLen, maxAgeMs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local event, data, idemTtl, version = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local publishCommand = ARGV[8] == '1' and 'SPUBLISH' or 'PUBLISH'
 
 if idemKey ~= '' then
   local previous = redis.call('GET', idemKey)
@@ -69,9 +73,12 @@ if maxLen > 0 then
   end
 end
 
-redis.call('PUBLISH', channel, version .. '\\n' .. epoch .. '\\n' .. id .. '\\n' .. event .. '\\n' .. data)
+redis.call(publishCommand, channel, version .. '\\n' .. epoch .. '\\n' .. id .. '\\n' .. event .. '\\n' .. data)
 if idemKey ~= '' then
   redis.call('SET', idemKey, epoch .. ':' .. id, 'PX', idemTtl)
 end
 return { epoch, id }
 `;
+
+/** ARGV[8] of PUBLISH_SCRIPT that makes it SPUBLISH the live message instead of PUBLISH. */
+export const SHARDED_PUBLISH_FLAG = '1';

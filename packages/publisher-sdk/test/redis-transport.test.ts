@@ -7,6 +7,7 @@ import {
   createPublisher,
   NetworkError,
   type Publisher,
+  parseRedisUrl,
   RedisTransport,
   ServerError,
   ValidationError,
@@ -220,8 +221,12 @@ describe('redis transport', () => {
     expect((error as Error).cause).toBeInstanceOf(Error);
     expect(String(((error as Error).cause as Error).message)).toMatch(/ECONNREFUSED/);
     expect(Date.now() - started).toBeLessThan(20_000);
+    // Nothing left the process: retrying cannot store it twice.
+    expect((error as NetworkError).maybeStored).toBe(false);
     // Past the budget, sends fail at once instead of queueing.
-    await expect(p.send('tick', 2)).rejects.toBeInstanceOf(NetworkError);
+    const atOnce = await rejection(p.send('tick', 2));
+    expect(atOnce).toBeInstanceOf(NetworkError);
+    expect((atOnce as NetworkError).maybeStored).toBe(false);
   });
 
   it('bounds the events waiting for Redis, and rejects them on close', async () => {
@@ -229,9 +234,123 @@ describe('redis transport', () => {
     const transport = new RedisTransport({ redis: url, maxQueuedEvents: 2, maxRetryTimeMs: 60_000 });
     const event = { topic: 'x', event: 'tick', data: '1' };
     const waiting = transport.publish([event, event]);
-    await expect(transport.publish([event])).rejects.toBeInstanceOf(NetworkError);
+    const full = await rejection(transport.publish([event]));
+    expect(full).toBeInstanceOf(NetworkError);
+    expect((full as NetworkError).maybeStored).toBe(false);
     await transport.close();
-    await expect(waiting).rejects.toBeInstanceOf(NetworkError);
+    const closed = await rejection(waiting);
+    expect(closed).toBeInstanceOf(NetworkError);
+    expect((closed as NetworkError).maybeStored).toBe(false);
+  });
+
+  // SIGSTOP and REPLICAOF on the server: only on our own one.
+  describe.skipIf(Boolean(process.env.REDIS_URL))('outcomes of events in flight', () => {
+    /** Stops the server (sockets stay open, nothing answers) for the duration of `use`. */
+    async function whileFrozen<T>(use: () => Promise<T>): Promise<T> {
+      const pid = redis.pid as number;
+      process.kill(pid, 'SIGSTOP');
+      try {
+        return await use();
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+    }
+
+    it('says maybeStored when the deadline passed with the events in flight, and they may indeed be stored', async () => {
+      prefix = uniquePrefix('sdk');
+      const transport = new RedisTransport({ redis: redis.url, prefix, maxRetryTimeMs: 300 });
+      try {
+        await transport.publish([{ topic: 'late', event: 'tick', data: 'warm-up' }]);
+        const error = await whileFrozen(() =>
+          rejection(transport.publish([{ topic: 'late', event: 'tick', data: 'x' }])),
+        );
+        expect(error).toBeInstanceOf(NetworkError);
+        expect((error as NetworkError).maybeStored).toBe(true);
+        expect(error.message).toMatch(/did not answer within 300 ms; the events may have been stored/);
+        // It was written: once Redis runs again, it is stored.
+        await eventually(async () => expect(await admin.xlen(topicKeys(prefix, 'late').stream)).toBe(2));
+      } finally {
+        await transport.close();
+      }
+    });
+
+    it('says maybeStored when the connection dropped with the events in flight', async () => {
+      prefix = uniquePrefix('sdk');
+      const client = new Redis(redis.url, {
+        protocol: 2,
+        enableOfflineQueue: false,
+        autoResendUnfulfilledCommands: false,
+      });
+      const transport = new RedisTransport({ redis: client, prefix });
+      try {
+        await transport.publish([{ topic: 'drop', event: 'tick', data: 'warm-up' }]);
+        const error = await whileFrozen(async () => {
+          const pending = rejection(transport.publish([{ topic: 'drop', event: 'tick', data: 'x' }]));
+          // The script call is on the wire; the socket goes before any answer can come.
+          (client as unknown as { stream: { destroy(): void } }).stream.destroy();
+          return pending;
+        });
+        expect(error).toBeInstanceOf(NetworkError);
+        expect((error as NetworkError).maybeStored).toBe(true);
+      } finally {
+        await transport.close();
+        client.disconnect();
+      }
+    });
+
+    it('holds a publish a read-only replica refused, and sends it once the server takes writes again', async () => {
+      prefix = uniquePrefix('sdk');
+      const transport = new RedisTransport({ redis: redis.url, prefix });
+      try {
+        await transport.publish([{ topic: 'ro', event: 'tick', data: 'warm-up' }]);
+        // A replica of a primary that does not exist: it refuses every write with READONLY.
+        await admin.replicaof('127.0.0.1', await closedPort());
+        let settled = false;
+        const pending = transport.publish([
+          { topic: 'ro', event: 'tick', data: 'a' },
+          { topic: 'ro', event: 'tick', data: 'b' },
+        ]);
+        pending.then(
+          () => {
+            settled = true;
+          },
+          () => {
+            settled = true;
+          },
+        );
+        // Refused at least once, still waiting (the retry pause is 100 ms, the deadline 30 s).
+        await eventually(async () => {
+          const stats = String(await admin.info('errorstats'));
+          expect(stats).toMatch(/errorstat_READONLY:count=[1-9]/);
+        });
+        expect(settled).toBe(false);
+        await admin.replicaof('NO', 'ONE');
+        const ids = await pending;
+        const stored = await admin.xrange(topicKeys(prefix, 'ro').stream, '-', '+');
+        expect(stored.map(([, fields]) => fields[3])).toEqual(['warm-up', 'a', 'b']);
+        expect(stored.slice(1).map(([id]) => id)).toEqual(ids.map(streamId));
+      } finally {
+        await admin.replicaof('NO', 'ONE');
+        await transport.close();
+      }
+    });
+
+    it('gives up on a refused publish at the deadline with maybeStored false', async () => {
+      prefix = uniquePrefix('sdk');
+      const transport = new RedisTransport({ redis: redis.url, prefix, maxRetryTimeMs: 500 });
+      try {
+        await transport.publish([{ topic: 'ro', event: 'tick', data: 'warm-up' }]);
+        await admin.replicaof('127.0.0.1', await closedPort());
+        const error = await rejection(transport.publish([{ topic: 'ro', event: 'tick', data: 'a' }]));
+        expect(error).toBeInstanceOf(NetworkError);
+        expect((error as NetworkError).maybeStored).toBe(false);
+        expect(error.message).toMatch(/refused the events until the deadline \(500 ms\): READONLY/);
+      } finally {
+        await admin.replicaof('NO', 'ONE');
+        await transport.close();
+      }
+      expect(await admin.xlen(topicKeys(prefix, 'ro').stream)).toBe(1);
+    });
   });
 
   it('queues sends while Redis is away and sends them in order once it is back', async () => {
@@ -281,6 +400,16 @@ describe('redis transport', () => {
       expect(await p.send('tick', 'after-kill', { idempotencyKey: 'after-kill' })).toBe(id);
     },
   );
+
+  it('takes a RedisTarget as well as a URL', async () => {
+    prefix = uniquePrefix('sdk');
+    const p = createPublisher({ redis: parseRedisUrl(redis.url), prefix, topic: 'target' });
+    publishers.push(p);
+    const id = await p.send('tick', 'x');
+    expect(await admin.xrange(topicKeys(prefix, 'target').stream, '-', '+')).toEqual([
+      [streamId(id), ['e', 'tick', 'd', 'x']],
+    ]);
+  });
 
   it('uses a given ioredis client without closing it', async () => {
     prefix = uniquePrefix('sdk');

@@ -56,7 +56,10 @@ export class HttpTransport implements Transport {
         signal: AbortSignal.timeout(this.#timeoutMs),
       });
     } catch (cause) {
-      throw new NetworkError(`could not reach ${this.#endpoint}: ${(cause as Error).message}`, { cause });
+      throw new NetworkError(`could not reach ${this.#endpoint}: ${(cause as Error).message}`, {
+        cause,
+        maybeStored: !neverSent(cause),
+      });
     }
     const text = await response.text().catch(() => '');
     let parsed: unknown;
@@ -84,4 +87,16 @@ export class HttpTransport implements Transport {
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * Connection errors that happen before a byte of the request is sent; anything else (a timeout, a reset)
+ * may come after the gateway got the request and stored the events.
+ */
+const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+function neverSent(error: unknown): boolean {
+  // fetch wraps the socket error: TypeError('fetch failed', { cause: { code } }).
+  const code = ((error as { cause?: { code?: unknown } } | undefined)?.cause?.code ?? '') as string;
+  return NOT_SENT_CODES.has(code);
 }
