@@ -3,14 +3,17 @@
  * the same template), all on loopback. Used by `pnpm cluster` and by the cluster end-to-end test.
  * Every process is started here and stopped here, by pid.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderHaproxyConfig } from './haproxy-config.js';
+import { type RedisTopology, startLocalRedis } from './local-redis.js';
+import { delay, freePort, POLL_MS, READY_TIMEOUT_MS, spawnLogged, stopChild, waitForPort } from './processes.js';
+
+export { freePort } from './processes.js';
 
 export interface LocalClusterOptions {
   /** Gateway replicas. Default 3. */
@@ -19,8 +22,10 @@ export interface LocalClusterOptions {
   readonly port?: number;
   /** First gateway port; 0 = free ones. Default 0. */
   readonly gatewayBasePort?: number;
-  /** Use this Redis instead of spawning redis-server. */
+  /** Use this Redis (any REDIS_URL form) instead of spawning one. */
   readonly redisUrl?: string;
+  /** What to spawn when no redisUrl is given: one redis-server, or a 3+3 Redis Cluster. Default single. */
+  readonly redisTopology?: RedisTopology;
   /** Extra env for every gateway (settings). */
   readonly env?: Readonly<Record<string, string>>;
   /** Where process output goes: 'inherit' for the CLI, 'pipe' (collected) for tests. Default 'pipe'. */
@@ -53,10 +58,8 @@ export interface LocalCluster {
   stop(): Promise<void>;
 }
 
-const READY_TIMEOUT_MS = 30_000;
 /** Fits the usual 20 000 open-file limit of a developer machine or CI runner. */
 const LOCAL_MAX_CONNECTIONS = 8_000;
-const POLL_MS = 50;
 /** The built gateway, whether this module runs from src/ (tests) or dist/. */
 const MAIN_PATH = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
 
@@ -69,16 +72,14 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   try {
     let redisUrl = options.redisUrl;
     if (!redisUrl) {
-      const redisPort = await freePort();
-      const redis = spawnLogged(
-        options.redisServerPath ?? 'redis-server',
-        ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-        {},
+      const redis = await startLocalRedis({
+        topology: options.redisTopology ?? 'single',
+        dir,
         output,
-      );
-      children.push(redis.child);
-      await waitForPort(redisPort, 'redis-server', redis.log, redis.child);
-      redisUrl = `redis://127.0.0.1:${redisPort}`;
+        redisServerPath: options.redisServerPath,
+      });
+      children.push(...redis.children);
+      redisUrl = redis.url;
     }
 
     for (let i = 0; i < count; i++) {
@@ -188,38 +189,6 @@ class ManagedNode implements GatewayNode {
   }
 }
 
-function spawnLogged(
-  command: string,
-  args: string[],
-  env: Record<string, string>,
-  output: 'inherit' | 'pipe',
-): { child: ChildProcess; log: () => string } {
-  const child = spawn(command, args, {
-    env: { ...process.env, ...env },
-    stdio: output === 'inherit' ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
-  });
-  let text = '';
-  const append = (chunk: Buffer) => {
-    // Keep the tail only: a long test must not grow memory with logs.
-    text = (text + chunk.toString()).slice(-200_000);
-  };
-  child.stdout?.on('data', append);
-  child.stderr?.on('data', append);
-  child.on('error', (error) => {
-    text += `\nspawn error: ${error.message}`;
-  });
-  return { child, log: () => text };
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
-}
-
 async function waitForReady(url: string, child: ChildProcess, log: () => string): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
@@ -234,24 +203,6 @@ async function waitForReady(url: string, child: ChildProcess, log: () => string)
   throw new Error(`gateway at ${url} not ready within ${READY_TIMEOUT_MS} ms:\n${log()}`);
 }
 
-async function waitForPort(port: number, what: string, log: () => string, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}:\n${log()}`);
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (open) return;
-    await delay(POLL_MS);
-  }
-  throw new Error(`${what} did not listen on ${port} within ${READY_TIMEOUT_MS} ms:\n${log()}`);
-}
-
 async function countUpBackends(statsPort: number): Promise<number> {
   const response = await fetch(`http://127.0.0.1:${statsPort}/stats;csv`);
   const csv = await response.text();
@@ -260,23 +211,8 @@ async function countUpBackends(statsPort: number): Promise<number> {
     .filter((line) => line.startsWith('gateways,') && !line.startsWith('gateways,BACKEND') && /,UP/.test(line)).length;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /** Debian installs haproxy in /usr/sbin, which is not on every user's PATH. */
 export function findHaproxy(): string {
   const candidates = ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy', '/usr/bin/haproxy'];
   return candidates.find((path) => existsSync(path)) ?? 'haproxy';
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

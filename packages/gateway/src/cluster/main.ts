@@ -2,6 +2,7 @@
 /**
  * `pnpm cluster`: redis-server + 3 gateways + HAProxy on loopback, and the ticker worker publishing `tick`
  * to `clock` every 2 s (TICKER=0 leaves it out), like docker compose; Ctrl-C stops all.
+ * `pnpm cluster:redis-cluster` (REDIS_TOPOLOGY=cluster) runs a 3+3 Redis Cluster instead of one redis-server.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +16,7 @@ const cluster = await startLocalCluster({
   port,
   output: 'inherit',
   ...(process.env.REDIS_URL ? { redisUrl: process.env.REDIS_URL } : {}),
+  redisTopology: process.env.REDIS_TOPOLOGY === 'cluster' ? 'cluster' : 'single',
   env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
 }).catch((error: unknown) => {
   process.stderr.write(`could not start the cluster: ${(error as Error).message}\n`);

@@ -54,6 +54,13 @@ export class ShardedSubscriptions implements Subscriptions {
     this.#log = log;
     // A resharding or failover the cluster client learned of: channels whose slot moved follow it.
     cluster.on('refresh', () => this.#followSlotMap());
+    // Connected before the first stream needs them, so a first subscription does not wait for a handshake.
+    cluster.on('ready', () => {
+      for (const slot of Object.values(this.#cluster.slots)) {
+        const address = slot?.[0];
+        if (address && !this.#shards.has(address) && !this.#closed) this.#openShard(address);
+      }
+    });
   }
 
   request(channel: string): Promise<void> {
@@ -73,10 +80,14 @@ export class ShardedSubscriptions implements Subscriptions {
     this.#schedule();
   }
 
-  /** Every shard holding channels can deliver their messages now. */
+  /**
+   * No shard holding channels has lost its connection or stopped answering. A shard still connecting for
+   * the first time does not count: its subscriptions simply wait, and the node stays ready meanwhile.
+   */
   isReady(): boolean {
     for (const shard of this.#shards.values()) {
-      if (shard.held.size > 0 && (shard.client.status !== 'ready' || !shard.monitor.responsive)) return false;
+      if (shard.held.size === 0 || !shard.wasReady) continue;
+      if (shard.client.status !== 'ready' || !shard.monitor.responsive) return false;
     }
     return true;
   }
@@ -262,10 +273,11 @@ export class ShardedSubscriptions implements Subscriptions {
     void this.#subscribe(requests, 1);
   }
 
-  /** A shard left with no channels (its primary failed over, or its slots moved) is disconnected. */
+  /** A shard left with no channels whose node serves no slot any more (failed over, emptied) is disconnected. */
   #pruneShards(): void {
+    const owners = new Set(Object.values(this.#cluster.slots).map((slot) => slot?.[0]));
     for (const [address, shard] of this.#shards) {
-      if (shard.held.size > 0) continue;
+      if (shard.held.size > 0 || owners.has(address)) continue;
       shard.monitor.stop();
       shard.client.disconnect();
       this.#shards.delete(address);
