@@ -34,6 +34,8 @@ export interface Config {
   readonly redisPrefix: string;
   /** A Redis connection whose PING goes unanswered this long makes the node unready and is reconnected. Default 2000. */
   readonly redisHealthTimeoutMs: number;
+  /** A topic's Redis keys expire after this long without a publish; 0 = never. Default 0. Publishers must match. */
+  readonly topicIdleTtlMs: number;
   /** pino level. Default info. */
   readonly logLevel: string;
   /** Reconnect delay hinted to clients with `retry:`. Default 3000. */
@@ -327,6 +329,12 @@ const GENERAL_SETTINGS = {
     parse: boolean,
   },
   redisPrefix: { env: 'REDIS_PREFIX', default: DEFAULT_KEY_PREFIX, doc: 'prefix of Redis keys', parse: text },
+  topicIdleTtlMs: {
+    env: 'TOPIC_IDLE_TTL_MS',
+    default: '0',
+    doc: "Redis keys of a topic without a publish for this long expire (0 = never; the SDK's topicIdleTtlMs must match)",
+    parse: integer(0),
+  },
   redisHealthTimeoutMs: {
     env: 'REDIS_HEALTH_TIMEOUT_MS',
     default: '2000',

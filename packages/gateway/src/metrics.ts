@@ -57,7 +57,7 @@ export function createMetrics(): GatewayMetrics {
       gauge('engine_ready', '1 when the engine (Redis) is reachable', (g) => g.set(read.engineReady() ? 1 : 0));
       new Gauge({
         name: 'sse_gateway_engine_events',
-        help: 'Engine counters since start: refills, resets, redisErrors, roundTrips (Redis engine)',
+        help: 'Engine counters since start: refills, resets, redisErrors, roundTrips, gapsDetected (Redis engine)',
         labelNames: ['counter'],
         registers: [registry],
         collect() {

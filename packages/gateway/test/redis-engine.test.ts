@@ -32,8 +32,12 @@ const silent = pino({ level: 'silent' });
  */
 const sharedServer = Boolean(process.env.REDIS_URL);
 
-function newEngine(retention: Retention, prefix = uniquePrefix('engine')): RedisEngine {
-  return new RedisEngine({ target: { kind: 'single', url: redis.url }, prefix, retention, logger: silent });
+function newEngine(
+  retention: Retention,
+  prefix = uniquePrefix('engine'),
+  extra: Partial<ConstructorParameters<typeof RedisEngine>[0]> = {},
+): RedisEngine {
+  return new RedisEngine({ target: { kind: 'single', url: redis.url }, prefix, retention, logger: silent, ...extra });
 }
 
 /** Removes an engine's keys (SCAN, not FLUSHALL: other suites may share the server). */
@@ -76,9 +80,12 @@ describe('redis engine', () => {
   let prefix: string;
   let recorder: Recorder;
 
-  async function start(retention: Retention = { maxLength: 0, maxAgeMs: 0 }): Promise<void> {
+  async function start(
+    retention: Retention = { maxLength: 0, maxAgeMs: 0 },
+    extra: Partial<ConstructorParameters<typeof RedisEngine>[0]> = {},
+  ): Promise<void> {
     prefix = uniquePrefix('redis-engine');
-    engine = newEngine(retention, prefix);
+    engine = newEngine(retention, prefix, extra);
     recorder = new Recorder();
     await engine.start(recorder.sink);
   }
@@ -101,6 +108,49 @@ describe('redis engine', () => {
     expect(recorder.of(topic)[0]?.event).not.toMatch(/[\r\n]/);
     const page = await engine.readAfter(topic, EMPTY, 10);
     expect(page.kind === 'events' && page.events.map((event) => event.event)).toEqual(['message']);
+  });
+
+  /** An entry appended behind the engine's back: its live message is "lost" (never published). */
+  async function appendWithoutLiveMessage(topic: string, data: string): Promise<void> {
+    await admin.xadd(topicKeys(prefix, topic).stream, '*', 'e', 'tick', 'd', data);
+  }
+
+  it('refills when a live message names a predecessor it never got, without any disconnect', async () => {
+    await start();
+    await engine.subscribe('gap');
+    await engine.publish([{ topic: 'gap', event: 'tick', data: 'first' }]);
+    await eventually(() => expect(recorder.dataOf('gap')).toEqual(['first']));
+    await appendWithoutLiveMessage('gap', 'lost-live');
+    await engine.publish([{ topic: 'gap', event: 'tick', data: 'third' }]);
+    await eventually(() => expect(recorder.dataOf('gap')).toEqual(['first', 'lost-live', 'third']));
+    expect(engine.stats.gapsDetected).toBeGreaterThanOrEqual(1);
+    expectStrictlyIncreasing(recorder.of('gap').map((p) => p.position));
+  });
+
+  it('finds a lost live message on an idle topic with the periodic head check', async () => {
+    await start({ maxLength: 0, maxAgeMs: 0 }, { headCheckIntervalMs: 200 });
+    await engine.subscribe('quiet');
+    await engine.publish([{ topic: 'quiet', event: 'tick', data: 'first' }]);
+    await eventually(() => expect(recorder.dataOf('quiet')).toEqual(['first']));
+    await appendWithoutLiveMessage('quiet', 'lost-live');
+    await eventually(() => expect(recorder.dataOf('quiet')).toEqual(['first', 'lost-live']));
+    expect(engine.stats.gapsDetected).toBeGreaterThanOrEqual(1);
+  });
+
+  it('lets the keys of an idle topic expire (TOPIC_IDLE_TTL_MS), and answers stream-lost for its old ids', async () => {
+    await start({ maxLength: 0, maxAgeMs: 0 }, { topicIdleTtlMs: 400 });
+    const [position] = await engine.publish([{ topic: 'ttl', event: 'tick', data: 'x' }]);
+    const keys = topicKeys(prefix, 'ttl');
+    for (const key of [keys.stream, keys.epoch]) {
+      const ttl = await admin.pttl(key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(400);
+    }
+    await eventually(async () => expect(await admin.exists(keys.stream, keys.epoch)).toBe(0), 15_000, 50);
+    const page = await engine.readAfter('ttl', position as Position, 10);
+    expect(page).toMatchObject({ kind: 'reset', reason: 'stream-lost' });
+    const [next] = await engine.publish([{ topic: 'ttl', event: 'tick', data: 'y' }]);
+    expect(next?.epoch).not.toBe(position?.epoch);
   });
 
   it('is ready once both connections are up, and not after close', async () => {
@@ -296,6 +346,6 @@ describe('redis engine', () => {
     await engine.publish(events('stats', 2));
     await eventually(() => expect(recorder.of('stats')).toHaveLength(2));
     // One read for the subscription's head, one pipelined publish.
-    expect(engine.stats).toEqual({ refills: 0, resets: 0, redisErrors: 0, roundTrips: 2 });
+    expect(engine.stats).toEqual({ refills: 0, resets: 0, redisErrors: 0, roundTrips: 2, gapsDetected: 0 });
   });
 });

@@ -11,7 +11,14 @@
  * ARGV[8] (optional) '1' to publish the live message with SPUBLISH (sharded pub/sub, on Redis Cluster, where
  * the gateways SSUBSCRIBE on the node owning the topic's slot); missing or anything else means PUBLISH, so
  * callers that pass 7 arguments keep working.
+ * ARGV[9] (optional) idle time-to-live of the topic's keys in ms: every publish renews it, so a topic
+ * nobody publishes to for that long disappears from Redis (its next publish starts a new epoch); missing or
+ * 0 means the keys never expire. Needs ARGV[8] ('0' for PUBLISH) when given.
  * Returns { epoch, 'ms-seq' }.
+ *
+ * With ARGV[7] = '2' (protocol v2) the live message also names the entry that preceded it in the stream
+ * (its last-generated-id before this XADD, '0-0' for a new epoch), so a subscriber that sees a predecessor
+ * other than the last event it got knows it missed a message and refills from the stream.
  *
  * Retention is exact and done with XDEL, not XADD MAXLEN / XTRIM: Redis does not record what trimming
  * removed (XINFO STREAM's max-deleted-entry-id only moves on XDEL), and readers need the newest removed
@@ -24,6 +31,7 @@ local stream, epochKey, idemKey = KEYS[1], KEYS[2], KEYS[3] or ''
 local channel, maxLen, maxAgeMs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local event, data, idemTtl, version = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local publishCommand = ARGV[8] == '1' and 'SPUBLISH' or 'PUBLISH'
+local idleTtl = tonumber(ARGV[9] or '0') or 0
 
 if idemKey ~= '' then
   local previous = redis.call('GET', idemKey)
@@ -47,6 +55,15 @@ if (not epoch) or redis.call('EXISTS', stream) == 0 then
     n = (n - r) / 36
   end
   redis.call('SET', epochKey, epoch)
+end
+
+-- The entry before this one, whether or not retention removed it since: XINFO's last-generated-id.
+local prev = '0-0'
+if version ~= '1' and redis.call('EXISTS', stream) == 1 then
+  local info = redis.call('XINFO', 'STREAM', stream)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then prev = info[i + 1] break end
+  end
 end
 
 local TRIM_BATCH = 1000
@@ -73,7 +90,15 @@ if maxLen > 0 then
   end
 end
 
-redis.call(publishCommand, channel, version .. '\\n' .. epoch .. '\\n' .. id .. '\\n' .. event .. '\\n' .. data)
+if version == '1' then
+  redis.call(publishCommand, channel, version .. '\\n' .. epoch .. '\\n' .. id .. '\\n' .. event .. '\\n' .. data)
+else
+  redis.call(publishCommand, channel, version .. '\\n' .. epoch .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. event .. '\\n' .. data)
+end
+if idleTtl > 0 then
+  redis.call('PEXPIRE', stream, idleTtl)
+  redis.call('PEXPIRE', epochKey, idleTtl)
+end
 if idemKey ~= '' then
   redis.call('SET', idemKey, epoch .. ':' .. id, 'PX', idemTtl)
 end

@@ -4,7 +4,11 @@
  * this (see docs/wire-format.md); the gateway imports it so the two can never drift apart.
  */
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * Version of the live message publishers send. v2 names each event's predecessor; gateways read v1 and v2,
+ * so upgrade gateways before publishers.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** Longest topic name, in characters. */
 export const MAX_TOPIC_LENGTH = 200;
@@ -153,29 +157,52 @@ export function topicOfChannel(prefix: string, channel: string): string | undefi
 // ---------------------------------------------------------------------------------------------------
 
 /**
- * The pub/sub message: `1\n<epoch>\n<ms-seq>\n<event>\n<data>`. Every field but data is LF-free, so
- * data goes last and needs no escaping; decoding is four indexOf calls, no JSON on the hot path.
+ * The pub/sub message. v1: `1\n<epoch>\n<ms-seq>\n<event>\n<data>`; v2 adds the entry that preceded this
+ * one in the stream: `2\n<epoch>\n<ms-seq>\n<prev ms-seq>\n<event>\n<data>` (`0-0` when the event starts an
+ * epoch). Every field but data is LF-free, so data goes last and needs no escaping; decoding is a few
+ * indexOf calls, no JSON on the hot path.
  */
 export interface LiveMessage {
   readonly epoch: string;
   readonly ms: number;
   readonly seq: number;
+  /** The stream entry before this one (v2); undefined in v1 messages. */
+  readonly prev?: { readonly ms: number; readonly seq: number } | undefined;
   readonly event: string;
   readonly data: string;
 }
 
 export function encodeLiveMessage(m: LiveMessage): string {
-  return `${PROTOCOL_VERSION}\n${m.epoch}\n${m.ms}-${m.seq}\n${m.event}\n${m.data}`;
+  if (!m.prev) return `1\n${m.epoch}\n${m.ms}-${m.seq}\n${m.event}\n${m.data}`;
+  return `2\n${m.epoch}\n${m.ms}-${m.seq}\n${m.prev.ms}-${m.prev.seq}\n${m.event}\n${m.data}`;
 }
 
 export function decodeLiveMessage(text: string): LiveMessage | undefined {
   const a = text.indexOf('\n');
-  if (a < 0 || text.slice(0, a) !== String(PROTOCOL_VERSION)) return undefined;
+  const version = a < 0 ? '' : text.slice(0, a);
+  if (version !== '1' && version !== '2') return undefined;
   const b = text.indexOf('\n', a + 1);
   const c = b < 0 ? -1 : text.indexOf('\n', b + 1);
-  const d = c < 0 ? -1 : text.indexOf('\n', c + 1);
-  if (d < 0) return undefined;
+  if (c < 0) return undefined;
   const id = parseStreamId(text.slice(b + 1, c));
   if (!id) return undefined;
-  return { epoch: text.slice(a + 1, b), ms: id.ms, seq: id.seq, event: text.slice(c + 1, d), data: text.slice(d + 1) };
+  let prev: { ms: number; seq: number } | undefined;
+  let eventStart = c + 1;
+  if (version === '2') {
+    const p = text.indexOf('\n', c + 1);
+    if (p < 0) return undefined;
+    prev = parseStreamId(text.slice(c + 1, p));
+    if (!prev) return undefined;
+    eventStart = p + 1;
+  }
+  const d = text.indexOf('\n', eventStart);
+  if (d < 0) return undefined;
+  return {
+    epoch: text.slice(a + 1, b),
+    ms: id.ms,
+    seq: id.seq,
+    prev,
+    event: text.slice(eventStart, d),
+    data: text.slice(d + 1),
+  };
 }

@@ -90,7 +90,9 @@ describe('Redis Sentinel', () => {
       await subscriber.subscribe(keys.channel);
       const id = await publisher.send('headline', { n: 1 });
       const p = position(id);
-      expect(await received).toBe(encodeLiveMessage({ ...p, event: 'headline', data: '{"n":1}' }));
+      expect(await received).toBe(
+        encodeLiveMessage({ ...p, prev: { ms: 0, seq: 0 }, event: 'headline', data: '{"n":1}' }),
+      );
       expect(await entries(primary, keys.stream)).toEqual([[streamId(id), '{"n":1}']]);
     } finally {
       subscriber.disconnect();
@@ -225,10 +227,13 @@ describe('Redis Cluster', () => {
           [streamId(mine[1] as string), `${topic} 2`],
           [streamId(givenId), topic],
         ]);
+        const first = position(mine[0] as string);
+        const second = position(mine[1] as string);
+        const third = position(givenId);
         const expected = [
-          encodeLiveMessage({ ...position(mine[0] as string), event: 'via-url', data: `${topic} 1` }),
-          encodeLiveMessage({ ...position(mine[1] as string), event: 'via-url', data: `${topic} 2` }),
-          encodeLiveMessage({ ...position(givenId), event: 'given', data: topic }),
+          encodeLiveMessage({ ...first, prev: { ms: 0, seq: 0 }, event: 'via-url', data: `${topic} 1` }),
+          encodeLiveMessage({ ...second, prev: first, event: 'via-url', data: `${topic} 2` }),
+          encodeLiveMessage({ ...third, prev: second, event: 'given', data: topic }),
         ];
         await waitFor(() => subscribers.received.get(topic)?.length === expected.length, {
           timeoutMs: CONDITION_TIMEOUT_MS,

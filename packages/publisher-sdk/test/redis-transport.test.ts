@@ -118,7 +118,13 @@ describe('redis transport', () => {
       await subscriber.subscribe(channel);
       const id = await publisher().send('price', 'line 1\nline 2', { topic: 'live' });
       const p = position(id);
-      expect(await received).toBe(`1\n${p.epoch}\n${p.ms}-${p.seq}\nprice\nline 1\nline 2`);
+      // Protocol v2: the first event of an epoch names 0-0 as its predecessor.
+      expect(await received).toBe(`2\n${p.epoch}\n${p.ms}-${p.seq}\n0-0\nprice\nline 1\nline 2`);
+      const second = new Promise<string>((resolve) =>
+        subscriber.once('message', (_channel, message) => resolve(message)),
+      );
+      const next = position(await publisher().send('price', 'x', { topic: 'live' }));
+      expect(await second).toBe(`2\n${next.epoch}\n${next.ms}-${next.seq}\n${p.ms}-${p.seq}\nprice\nx`);
     } finally {
       subscriber.disconnect();
     }

@@ -30,6 +30,7 @@ export function createStorage(config: Config, logger: Logger): Storage {
       // PINGs twice per deadline, so a frozen Redis is noticed within about 1.5 deadlines.
       pingIntervalMs: Math.min(1000, Math.ceil(config.redisHealthTimeoutMs / 2)),
       pingDeadlineMs: config.redisHealthTimeoutMs,
+      topicIdleTtlMs: config.topicIdleTtlMs,
     });
     return { engine, claims: engine };
   }

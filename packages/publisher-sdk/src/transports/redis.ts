@@ -62,6 +62,12 @@ export interface RedisTransportOptions {
   readonly maxLength?: number | undefined;
   /** Age in ms after which events leave history; 0 = no limit. Default 24 h. Must match `HISTORY_MAX_AGE_MS`. */
   readonly maxAgeMs?: number | undefined;
+  /**
+   * A topic nobody publishes to for this long has its keys removed by Redis (each publish renews the time);
+   * its next publish starts a new epoch, and resumes into the old one get the `stream-lost` reset.
+   * 0 = keys never expire. Must match the gateways' `TOPIC_IDLE_TTL_MS`. Default 0.
+   */
+  readonly topicIdleTtlMs?: number | undefined;
   /** How long an idempotency key remembers the id it was first stored under, in ms. Default 24 h. */
   readonly idempotencyTtlMs?: number | undefined;
   /** Events that may wait for Redis to come back; beyond that `send` rejects with NetworkError. Default 10 000. */
@@ -159,6 +165,7 @@ export class RedisTransport implements Transport {
   readonly #maxLength: number;
   readonly #maxAgeMs: number;
   readonly #idempotencyTtlMs: number;
+  readonly #topicIdleTtlMs: number;
   readonly #maxQueuedEvents: number;
   readonly #maxRetryTimeMs: number;
   /**
@@ -190,6 +197,7 @@ export class RedisTransport implements Transport {
     this.#maxLength = wholeNumber('maxLength', options.maxLength, DEFAULT_MAX_LENGTH, 0);
     this.#maxAgeMs = wholeNumber('maxAgeMs', options.maxAgeMs, DEFAULT_MAX_AGE_MS, 0);
     this.#idempotencyTtlMs = wholeNumber('idempotencyTtlMs', options.idempotencyTtlMs, DEFAULT_IDEMPOTENCY_TTL_MS, 1);
+    this.#topicIdleTtlMs = wholeNumber('topicIdleTtlMs', options.topicIdleTtlMs, 0, 0);
     this.#maxQueuedEvents = wholeNumber('maxQueuedEvents', options.maxQueuedEvents, DEFAULT_MAX_QUEUED_EVENTS, 0);
     this.#maxRetryTimeMs = wholeNumber('maxRetryTimeMs', options.maxRetryTimeMs, DEFAULT_MAX_RETRY_TIME_MS, 1);
     const connectionName = options.connectionName ?? DEFAULT_CONNECTION_NAME;
@@ -521,7 +529,8 @@ export class RedisTransport implements Transport {
       String(PROTOCOL_VERSION),
     ];
     // PUBLISH needs no flag: a single server gets exactly the arguments it always got.
-    if (this.#sharded) args.push(SHARDED_PUBLISH_FLAG);
+    if (this.#sharded || this.#topicIdleTtlMs > 0) args.push(this.#sharded ? SHARDED_PUBLISH_FLAG : '0');
+    if (this.#topicIdleTtlMs > 0) args.push(this.#topicIdleTtlMs);
     return args;
   }
 

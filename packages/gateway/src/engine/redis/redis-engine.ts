@@ -42,6 +42,10 @@ export interface RedisEngineOptions {
   readonly pingIntervalMs?: number | undefined;
   /** A PING unanswered this long makes the node unready and drops the connection. Default 2000 ms. */
   readonly pingDeadlineMs?: number | undefined;
+  /** Topics that got no live message for this long have their stream head checked. Default 10 000 ms. */
+  readonly headCheckIntervalMs?: number | undefined;
+  /** Keys of a topic nobody publishes to for this long are removed by Redis; 0 = never. Default 0. */
+  readonly topicIdleTtlMs?: number | undefined;
 }
 
 /** Counters for the metrics module. */
@@ -54,15 +58,20 @@ export interface RedisEngineStats {
   redisErrors: number;
   /** Round trips to Redis for reads, publishes (one per pipelined batch) and claims; pub/sub excluded. */
   roundTrips: number;
+  /** Live messages found missing without a disconnect (a v2 predecessor, or the idle-topic head check). */
+  gapsDetected: number;
 }
 
 const DEFAULT_PUBLISH_TIMEOUT_MS = 10_000;
 const DEFAULT_PING_INTERVAL_MS = 1000;
 const DEFAULT_PING_DEADLINE_MS = 2000;
+const DEFAULT_HEAD_CHECK_INTERVAL_MS = 10_000;
+/** Heads read per check at most, so 100k idle topics cost a bounded trickle of reads, not a burst. */
+const MAX_HEAD_CHECKS_PER_ROUND = 500;
 
 export class RedisEngine implements CountingEngine, ClaimStore {
   readonly kind = 'redis';
-  readonly stats: RedisEngineStats = { refills: 0, resets: 0, redisErrors: 0, roundTrips: 0 };
+  readonly stats: RedisEngineStats = { refills: 0, resets: 0, redisErrors: 0, roundTrips: 0, gapsDetected: 0 };
   readonly #options: RedisEngineOptions;
   readonly #log: Logger;
   readonly #connections: EngineConnections;
@@ -76,6 +85,9 @@ export class RedisEngine implements CountingEngine, ClaimStore {
   readonly #flows = new Map<string, TopicFlow>();
   /** Wakes sleeping refill retries when Redis is back, and on close. */
   readonly #sleepers = new Set<() => void>();
+  #headCheckTimer: NodeJS.Timeout | undefined;
+  /** Topics still to check in the current round of head checks. */
+  #headCheckQueue: TopicFlow[] = [];
   #closed = false;
 
   constructor(options: RedisEngineOptions) {
@@ -136,7 +148,11 @@ export class RedisEngine implements CountingEngine, ClaimStore {
       maxLength: this.#options.retention.maxLength,
       maxAgeMs: this.#options.retention.maxAgeMs,
       maxRetryTimeMs: this.#options.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS,
+      topicIdleTtlMs: this.#options.topicIdleTtlMs ?? 0,
     });
+    const interval = this.#options.headCheckIntervalMs ?? DEFAULT_HEAD_CHECK_INTERVAL_MS;
+    this.#headCheckTimer = setInterval(() => this.#checkIdleHeads(interval), Math.max(100, interval / 4));
+    this.#headCheckTimer.unref();
   }
 
   async publish(events: readonly PublishRequest[]): Promise<Position[]> {
@@ -212,6 +228,7 @@ export class RedisEngine implements CountingEngine, ClaimStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#headCheckTimer) clearInterval(this.#headCheckTimer);
     this.#wakeSleepers();
     this.#subscriptions.close();
     const closed = new Error('engine is closed');
@@ -258,6 +275,35 @@ export class RedisEngine implements CountingEngine, ClaimStore {
     }
     this.#log.info({ topics: count }, 'subscriptions lost; refilling subscribed topics from history');
     this.#wakeSleepers();
+  }
+
+  /**
+   * A live message lost with nothing published after it would go unnoticed (the next message would reveal
+   * it by its predecessor): topics that were quiet for `idleMs` have their head read, a bounded number per
+   * tick, and refill when the stream is ahead.
+   */
+  #checkIdleHeads(idleMs: number): void {
+    if (this.#closed || !this.isReady()) return;
+    if (this.#headCheckQueue.length === 0) this.#headCheckQueue = [...this.#flows.values()];
+    const now = Date.now();
+    const batch: TopicFlow[] = [];
+    while (batch.length < MAX_HEAD_CHECKS_PER_ROUND && this.#headCheckQueue.length > 0) {
+      const flow = this.#headCheckQueue.pop() as TopicFlow;
+      if (flow.phase === 'live' && now - flow.lastActivityAt >= idleMs) batch.push(flow);
+    }
+    for (const flow of batch) {
+      const reached = flow.position;
+      const gen = flow.gen;
+      this.#history.head(flow.topic).then(
+        (head) => {
+          // Only a flow still where it was when the read went out can be judged by it.
+          if (flow.gen === gen && flow.position === reached) flow.headChecked(head);
+        },
+        () => {
+          // A failed check is retried next round; connection trouble has its own recovery.
+        },
+      );
+    }
   }
 
   #sleep(ms: number): Promise<void> {

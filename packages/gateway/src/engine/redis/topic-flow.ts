@@ -25,7 +25,7 @@ export interface FlowContext {
   readonly closed: () => boolean;
   /** Waits out a failure; woken early when Redis is back. */
   readonly sleep: (ms: number) => Promise<void>;
-  readonly stats: { refills: number; resets: number; redisErrors: number };
+  readonly stats: { refills: number; resets: number; redisErrors: number; gapsDetected: number };
   /** A catch-up loop ended: a flow stopped meanwhile may be forgotten now. */
   readonly settled: (flow: TopicFlow) => void;
 }
@@ -124,9 +124,25 @@ export class TopicFlow {
     for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
   }
 
+  /** When the flow last pushed an event or learnt its baseline (for the idle-topic head check). */
+  lastActivityAt = 0;
+
+  /** The position the flow has reached; undefined before its baseline. */
+  get position(): Position | undefined {
+    return this.#last;
+  }
+
   message(live: LiveMessage): void {
     if (this.phase === 'live') {
-      this.#deliver(live);
+      if (!this.#missedBefore(live)) {
+        this.#deliver(live);
+        return;
+      }
+      // A message went missing without a disconnect: hold this one and read the gap from the stream.
+      this.context.stats.gapsDetected++;
+      this.context.log.warn({ topic: this.topic }, 'a live message names a predecessor this node never got; refilling');
+      this.#held.push(live);
+      this.lost(Promise.resolve());
       return;
     }
     if (this.phase === 'stopped') return;
@@ -136,6 +152,29 @@ export class TopicFlow {
       this.#refillDue = true;
     }
     this.#held.push(live);
+  }
+
+  /** Whether `live` (protocol v2) follows an event other than the last one pushed, in the same epoch. */
+  #missedBefore(live: LiveMessage): boolean {
+    const last = this.#last;
+    const prev = live.prev;
+    if (!prev || !last || live.epoch !== last.epoch) return false;
+    if (prev.ms === last.ms && prev.seq === last.seq) return false;
+    return comparePositions(live, last) > 0 && comparePositions({ epoch: last.epoch, ...prev }, last) > 0;
+  }
+
+  /**
+   * The idle-topic check: the stream's head, read while the flow was live. A head past the last event
+   * pushed means a live message was lost with nothing after it to reveal the gap: refill.
+   */
+  headChecked(head: Position): void {
+    const last = this.#last;
+    if (this.phase !== 'live' || !last) return;
+    const behind = head.epoch !== last.epoch ? head.epoch !== '' : comparePositions(head, last) > 0;
+    if (!behind) return;
+    this.context.stats.gapsDetected++;
+    this.context.log.warn({ topic: this.topic }, 'the stream is ahead of what this node got live; refilling');
+    this.lost(Promise.resolve());
   }
 
   #reset(): void {
@@ -151,6 +190,7 @@ export class TopicFlow {
     if (this.#retired.includes(event.epoch)) return;
     const position: Position = { epoch: event.epoch, ms: event.ms, seq: event.seq };
     this.#moveTo(position);
+    this.lastActivityAt = Date.now();
     const publication: Publication = { topic: this.topic, position, event: event.event, data: event.data };
     try {
       this.context.sink()?.(publication);
@@ -184,7 +224,10 @@ export class TopicFlow {
           if (this.#last === undefined) {
             // Read after Redis confirmed the subscription, so every later event arrives live.
             const head = await this.context.head(this.topic);
-            if (this.gen === gen) this.#last = head;
+            if (this.gen === gen) {
+              this.#last = head;
+              this.lastActivityAt = Date.now();
+            }
           } else {
             this.#refillDue = false;
             // Reading before the resubscription is confirmed would miss events published in between.
