@@ -36,6 +36,10 @@ export interface Config {
   readonly redisHealthTimeoutMs: number;
   /** A topic's Redis keys expire after this long without a publish; 0 = never. Default 0. Publishers must match. */
   readonly topicIdleTtlMs: number;
+  /** A publish answers 200 only once this many replicas have it (Redis WAIT); 0 = do not wait. Default 0. */
+  readonly publishMinReplicas: number;
+  /** Longest wait for PUBLISH_MIN_REPLICAS; past it the publish answers 504 outcome_unknown. Default 1000. */
+  readonly publishReplicaTimeoutMs: number;
   /** pino level. Default info. */
   readonly logLevel: string;
   /** Reconnect delay hinted to clients with `retry:`. Default 3000. */
@@ -335,6 +339,18 @@ const GENERAL_SETTINGS = {
     doc: "Redis keys of a topic without a publish for this long expire (0 = never; the SDK's topicIdleTtlMs must match)",
     parse: integer(0),
   },
+  publishMinReplicas: {
+    env: 'PUBLISH_MIN_REPLICAS',
+    default: '0',
+    doc: 'answer a publish only once this many replicas have it (WAIT; not on Cluster; 0 = off)',
+    parse: integer(0, 16),
+  },
+  publishReplicaTimeoutMs: {
+    env: 'PUBLISH_REPLICA_TIMEOUT_MS',
+    default: '1000',
+    doc: 'longest wait for PUBLISH_MIN_REPLICAS (then 504 outcome_unknown)',
+    parse: integer(1, 60_000),
+  },
   redisHealthTimeoutMs: {
     env: 'REDIS_HEALTH_TIMEOUT_MS',
     default: '2000',
@@ -570,6 +586,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   }
   const redisSources = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'].filter((name) => env[name]?.trim());
   if (redisSources.length > 1) problems.push(`set only one of ${redisSources.join(', ')}`);
+  const clusterConfigured =
+    Boolean(config.redisClusterNodes) || /^rediss?\+cluster:/i.test(String(config.redisUrl ?? ''));
+  if (typeof config.publishMinReplicas === 'number' && config.publishMinReplicas > 0 && clusterConfigured)
+    problems.push('PUBLISH_MIN_REPLICAS is not supported on Redis Cluster');
   if (config.redisSentinels && !config.redisSentinelName)
     problems.push('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the master group name)');
   if (problems.length > 0) throw new ConfigError(problems);

@@ -119,6 +119,7 @@ describe('Redis targets', () => {
     [{ REDIS_SENTINELS: '10.0.0.1:notaport', REDIS_SENTINEL_NAME: 'm' }, 'REDIS_SENTINELS'],
     [{ REDIS_URL: 'redis://a', REDIS_CLUSTER_NODES: 'b:7000' }, 'set only one of REDIS_URL, REDIS_CLUSTER_NODES'],
     [{ REDIS_CLUSTER_NODES: 'redis://b:7000' }, 'REDIS_CLUSTER_NODES must be a list of host:port'],
+    [{ REDIS_URL: 'redis+cluster://a:7000', PUBLISH_MIN_REPLICAS: '1' }, 'PUBLISH_MIN_REPLICAS is not supported'],
   ])('refuses %j at boot, naming the setting', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);

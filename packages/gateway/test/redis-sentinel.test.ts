@@ -5,11 +5,13 @@
  */
 import { formatPosition, type Position } from '@sse-gateway/publisher-sdk/protocol';
 import { parseRedisUrl } from '@sse-gateway/publisher-sdk/redis-target';
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Retention } from '../src/engine/engine.js';
 import { RedisEngine } from '../src/engine/redis/redis-engine.js';
 import { Recorder, runEngineContract } from './engine-contract.js';
+import { getJson, publish, startTestGateway } from './support/gateway.js';
 import { uniquePrefix } from './support/redis-server.js';
 import { type SentinelGroup, startSentinelGroup } from './support/redis-topology.js';
 import { waitFor } from './support/wait.js';
@@ -137,4 +139,48 @@ describe('redis engine on Sentinel', () => {
     });
     expect(outcome.recoveredMs).toBeLessThan(90_000);
   }, 150_000);
+});
+
+async function hasOnlineReplica(primary: { host: string; port: number }): Promise<boolean> {
+  const client = new Redis({ host: primary.host, port: primary.port, protocol: 2, maxRetriesPerRequest: 1 });
+  try {
+    return /slave\d+:[^\n]*state=online/.test(await client.info('replication'));
+  } finally {
+    client.disconnect();
+  }
+}
+
+describe('PUBLISH_MIN_REPLICAS on Sentinel', () => {
+  it('answers 200 once the replica has the event, and 504 outcome_unknown while the replica is frozen', async () => {
+    const node = await startTestGateway({
+      redisUrl: group.url,
+      redisPrefix: uniquePrefix('min-replicas'),
+      publishMinReplicas: 1,
+      publishReplicaTimeoutMs: 300,
+    });
+    try {
+      await waitFor(async () => (await getJson(`${node.url}/readyz`)).status === 200, { what: 'the node to be ready' });
+      const primary = await group.currentPrimary();
+      // After the failover tests above, the old primary may still be rejoining as a replica.
+      await waitFor(() => hasOnlineReplica(primary), { what: 'an online replica', timeoutMs: 60_000 });
+      expect((await publish(node.url, { topic: 'durable', data: 'confirmed' })).status).toBe(200);
+      const replica = [group.primary, ...group.replicas].find((candidate) => candidate.port !== primary.port);
+      if (!replica) throw new Error('no replica');
+      replica.freeze();
+      try {
+        const unconfirmed = await publish(node.url, { topic: 'durable', data: 'x' }, { 'idempotency-key': 'k1' });
+        expect(unconfirmed.status).toBe(504);
+        expect(unconfirmed.body).toMatchObject({ error: { code: 'outcome_unknown' } });
+      } finally {
+        replica.thaw();
+      }
+      await waitFor(
+        async () =>
+          (await publish(node.url, { topic: 'durable', data: 'x' }, { 'idempotency-key': 'k1' })).status === 200,
+        { what: 'the retried publish to be confirmed' },
+      );
+    } finally {
+      await node.close();
+    }
+  });
 });

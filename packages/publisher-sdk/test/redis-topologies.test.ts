@@ -99,6 +99,47 @@ describe('Redis Sentinel', () => {
     }
   });
 
+  it('minReplicas: resolves once the replica has the writes; a frozen replica makes sends maybeStored', async () => {
+    const prefix = uniquePrefix('sdk-wait');
+    const publisher = createPublisher({
+      redis: group.url,
+      prefix,
+      topic: 'durable',
+      minReplicas: 1,
+      replicaTimeoutMs: 300,
+    });
+    publishers.push(publisher);
+    const primary = await group.currentPrimary();
+    const replica = [group.primary, ...group.replicas].find((node) => node.port !== primary.port);
+    if (!replica) throw new Error('no replica');
+    const id = await publisher.send('tick', 'confirmed');
+    // Confirmed by WAIT: the replica has it already.
+    expect(await entries(replica, topicKeys(prefix, 'durable').stream)).toEqual([[streamId(id), 'confirmed']]);
+    replica.freeze();
+    try {
+      const error = await publisher.send('tick', 'unconfirmed', { idempotencyKey: 'u-1' }).then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      expect(error).toBeInstanceOf(NetworkError);
+      expect((error as NetworkError).maybeStored).toBe(true);
+      expect((error as Error).message).toContain('0 of 1 replicas');
+    } finally {
+      replica.thaw();
+    }
+    // The retry with the same key stores nothing new and is confirmed once the replica caught up.
+    const retried = await waitFor(
+      () => publisher.send('tick', 'unconfirmed', { idempotencyKey: 'u-1' }).catch(() => undefined),
+      { what: 'the retried send to be confirmed', timeoutMs: CONDITION_TIMEOUT_MS },
+    );
+    const stored = await entries(primary, topicKeys(prefix, 'durable').stream);
+    expect(stored.map(([, data]) => data)).toEqual(['confirmed', 'unconfirmed']);
+    expect(streamId(retried)).toBe(stored[1]?.[0]);
+    expect(() => createPublisher({ redis: 'redis+cluster://127.0.0.1:1', minReplicas: 1 })).toThrow(
+      'minReplicas is not supported on Redis Cluster',
+    );
+  });
+
   it(
     'keeps publishing after a failover: every event sent after it is on the new primary exactly once',
     async () => {

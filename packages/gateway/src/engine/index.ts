@@ -31,6 +31,8 @@ export function createStorage(config: Config, logger: Logger): Storage {
       pingIntervalMs: Math.min(1000, Math.ceil(config.redisHealthTimeoutMs / 2)),
       pingDeadlineMs: config.redisHealthTimeoutMs,
       topicIdleTtlMs: config.topicIdleTtlMs,
+      minReplicas: config.publishMinReplicas,
+      replicaTimeoutMs: config.publishReplicaTimeoutMs,
     });
     return { engine, claims: engine };
   }

@@ -68,6 +68,15 @@ export interface RedisTransportOptions {
    * 0 = keys never expire. Must match the gateways' `TOPIC_IDLE_TTL_MS`. Default 0.
    */
   readonly topicIdleTtlMs?: number | undefined;
+  /**
+   * Durability: after each batch, wait (Redis `WAIT`) until this many replicas have the writes, for at most
+   * `replicaTimeoutMs`. A batch fewer replicas confirmed rejects with a NetworkError with `maybeStored: true`
+   * (it is on the primary and may survive, or be lost in a failover): retry it with its idempotency keys.
+   * One Redis or Sentinel only (refused on a Cluster). 0 = do not wait. Default 0.
+   */
+  readonly minReplicas?: number | undefined;
+  /** Longest wait for `minReplicas`, in ms. Default 1000. */
+  readonly replicaTimeoutMs?: number | undefined;
   /** How long an idempotency key remembers the id it was first stored under, in ms. Default 24 h. */
   readonly idempotencyTtlMs?: number | undefined;
   /** Events that may wait for Redis to come back; beyond that `send` rejects with NetworkError. Default 10 000. */
@@ -85,6 +94,7 @@ export const DEFAULT_MAX_AGE_MS = 24 * 60 * 60 * 1000;
 export const DEFAULT_IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
 export const DEFAULT_MAX_QUEUED_EVENTS = 10_000;
 export const DEFAULT_MAX_RETRY_TIME_MS = 30_000;
+export const DEFAULT_REPLICA_TIMEOUT_MS = 1000;
 export const DEFAULT_CONNECTION_NAME = 'sse-gateway-publisher';
 /** Longest idempotency key, in characters: it becomes part of a Redis key. */
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 200;
@@ -166,6 +176,8 @@ export class RedisTransport implements Transport {
   readonly #maxAgeMs: number;
   readonly #idempotencyTtlMs: number;
   readonly #topicIdleTtlMs: number;
+  readonly #minReplicas: number;
+  readonly #replicaTimeoutMs: number;
   readonly #maxQueuedEvents: number;
   readonly #maxRetryTimeMs: number;
   /**
@@ -198,6 +210,8 @@ export class RedisTransport implements Transport {
     this.#maxAgeMs = wholeNumber('maxAgeMs', options.maxAgeMs, DEFAULT_MAX_AGE_MS, 0);
     this.#idempotencyTtlMs = wholeNumber('idempotencyTtlMs', options.idempotencyTtlMs, DEFAULT_IDEMPOTENCY_TTL_MS, 1);
     this.#topicIdleTtlMs = wholeNumber('topicIdleTtlMs', options.topicIdleTtlMs, 0, 0);
+    this.#minReplicas = wholeNumber('minReplicas', options.minReplicas, 0, 0);
+    this.#replicaTimeoutMs = wholeNumber('replicaTimeoutMs', options.replicaTimeoutMs, DEFAULT_REPLICA_TIMEOUT_MS, 1);
     this.#maxQueuedEvents = wholeNumber('maxQueuedEvents', options.maxQueuedEvents, DEFAULT_MAX_QUEUED_EVENTS, 0);
     this.#maxRetryTimeMs = wholeNumber('maxRetryTimeMs', options.maxRetryTimeMs, DEFAULT_MAX_RETRY_TIME_MS, 1);
     const connectionName = options.connectionName ?? DEFAULT_CONNECTION_NAME;
@@ -222,6 +236,11 @@ export class RedisTransport implements Transport {
       );
     }
     this.#cluster = isRedisCluster(this.#client);
+    if (this.#cluster && this.#minReplicas > 0) {
+      // WAIT answers for the node it runs on; a cluster batch spans nodes. Refused rather than half-kept.
+      if (this.#ownsClient) this.#client.disconnect();
+      throw new ValidationError('minReplicas is not supported on Redis Cluster');
+    }
     this.#sharded = options.shardedPubSub ?? this.#cluster;
     this.#failInFlightOnClose = !this.#cluster && !clientResends(this.#client as Redis);
     this.#client.defineCommand(COMMAND, { lua: PUBLISH_SCRIPT });
@@ -375,7 +394,19 @@ export class RedisTransport implements Transport {
   async #execute(events: readonly OutgoingEvent[]): Promise<Outcome[]> {
     const pipeline = (this.#client as Redis).pipeline() as unknown as WithScript<ChainableCommander>;
     for (const event of events) pipeline[COMMAND](...this.#scriptArgs(event));
-    return ((await pipeline.exec()) ?? []) as Outcome[];
+    if (this.#minReplicas === 0) return ((await pipeline.exec()) ?? []) as Outcome[];
+    // WAIT covers every write this connection made before it: the whole batch, in the same round trip.
+    pipeline.wait(this.#minReplicas, this.#replicaTimeoutMs);
+    const outcomes = ((await pipeline.exec()) ?? []) as Outcome[];
+    const [waitError, acknowledged] = outcomes.pop() ?? [new Error('no reply to WAIT'), 0];
+    if (waitError === null && Number(acknowledged) >= this.#minReplicas) return outcomes;
+    const shortfall = new Error(
+      waitError
+        ? `WAIT failed: ${waitError.message}`
+        : `stored on the primary, but only ${acknowledged} of ${this.#minReplicas} replicas confirmed it within ${this.#replicaTimeoutMs} ms`,
+    );
+    // Stored on the primary, not yet durable: the answer must be "maybe stored", never "failed, retry freely".
+    return outcomes.map(([error, reply]): Outcome => (error ? [error, reply] : [shortfall, null]));
   }
 
   // -------------------------------------------------------------------------------------------------

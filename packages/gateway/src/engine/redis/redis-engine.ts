@@ -46,6 +46,10 @@ export interface RedisEngineOptions {
   readonly headCheckIntervalMs?: number | undefined;
   /** Keys of a topic nobody publishes to for this long are removed by Redis; 0 = never. Default 0. */
   readonly topicIdleTtlMs?: number | undefined;
+  /** Replicas that must have a publish before it resolves (WAIT); 0 = none. Default 0. */
+  readonly minReplicas?: number | undefined;
+  /** Longest wait for `minReplicas`, in ms. Default 1000. */
+  readonly replicaTimeoutMs?: number | undefined;
 }
 
 /** Counters for the metrics module. */
@@ -149,6 +153,8 @@ export class RedisEngine implements CountingEngine, ClaimStore {
       maxAgeMs: this.#options.retention.maxAgeMs,
       maxRetryTimeMs: this.#options.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS,
       topicIdleTtlMs: this.#options.topicIdleTtlMs ?? 0,
+      minReplicas: this.#options.minReplicas ?? 0,
+      replicaTimeoutMs: this.#options.replicaTimeoutMs,
     });
     const interval = this.#options.headCheckIntervalMs ?? DEFAULT_HEAD_CHECK_INTERVAL_MS;
     this.#headCheckTimer = setInterval(() => this.#checkIdleHeads(interval), Math.max(100, interval / 4));
