@@ -62,6 +62,38 @@ describe('docker-compose.yml', () => {
   });
 });
 
+describe('deploy/compose.redis-cluster.yml (the Redis Cluster variant)', () => {
+  const base = parse(read('docker-compose.yml')) as { services: Record<string, Service> };
+  const override = parse(read('deploy/compose.redis-cluster.yml'), { merge: true }) as {
+    services: Record<string, Service>;
+    volumes: Record<string, unknown>;
+  };
+  const services = override.services;
+  const nodes = Array.from({ length: 6 }, (_, index) => `redis-node-${index + 1}`);
+
+  it('runs six cluster nodes with AOF and a one-shot init that joins them with one replica each', () => {
+    for (const node of nodes) {
+      expect(services[node]?.command).toEqual(expect.arrayContaining(['--cluster-enabled', '--appendonly']));
+      expect(services[node]?.volumes?.[0]).toBe(`${node}:/data`);
+      expect(override.volumes).toHaveProperty(node);
+      expect(services['redis-cluster-init']?.depends_on?.[node]?.condition).toBe('service_healthy');
+    }
+    const init = (services['redis-cluster-init']?.command ?? []).join(' ');
+    expect(init).toContain('--cluster-replicas 1');
+    for (const node of nodes) expect(init).toContain(node.replace(/\d$/, ''));
+  });
+
+  it('points every gateway and the ticker of the base file at all six nodes, after the init', () => {
+    for (const name of ['gateway1', 'gateway2', 'gateway3', 'ticker']) {
+      expect(base.services[name], `${name} exists in docker-compose.yml`).toBeDefined();
+      const url = services[name]?.environment?.REDIS_URL ?? '';
+      expect(url.startsWith('redis+cluster://')).toBe(true);
+      expect(url.replace('redis+cluster://', '').split(',')).toEqual(nodes.map((node) => `${node}:6379`));
+      expect(services[name]?.depends_on?.['redis-cluster-init']?.condition).toBe('service_completed_successfully');
+    }
+  });
+});
+
 describe('Dockerfile', () => {
   const dockerfile = read('Dockerfile');
 
