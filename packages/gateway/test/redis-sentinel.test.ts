@@ -19,7 +19,9 @@ import { waitFor } from './support/wait.js';
 let group: SentinelGroup;
 
 beforeAll(async () => {
-  group = await startSentinelGroup();
+  // As docs/deployment.md recommends: without it, a forced failover can acknowledge writes on the old
+  // primary in the seconds before Sentinel demotes it, and those writes are then lost without a trace.
+  group = await startSentinelGroup({ minReplicasToWrite: 1 });
 }, 120_000);
 
 afterAll(async () => {

@@ -85,6 +85,11 @@ export interface RedisClusterFixture {
 }
 
 export interface SentinelGroupOptions {
+  /**
+   * `min-replicas-to-write` on every data node (with `min-replicas-max-lag 5`): a primary left without
+   * replicas refuses writes (NOREPLICAS), which closes the split-brain window of a failover. Default 0.
+   */
+  readonly minReplicasToWrite?: number;
   /** Default 1. */
   readonly replicas?: number;
   /** Default 3 (quorum is a majority: 2). */
@@ -462,18 +467,22 @@ export async function startSentinelGroup(options: SentinelGroupOptions = {}): Pr
     throw new RangeError(`sentinels must be >= 1: ${sentinelCount}`);
   }
   const name = SENTINEL_MASTER_NAME;
+  const guard =
+    options.minReplicasToWrite && options.minReplicasToWrite > 0
+      ? [`min-replicas-to-write ${options.minReplicasToWrite}`, 'min-replicas-max-lag 5']
+      : [];
   const quorum = Math.floor(sentinelCount / 2) + 1;
 
   return buildWith(async (pool) => {
     const primary = await pool.start({
       label: 'sentinel-group primary',
-      config: ({ port }, dir) => dataNodeConfig(port, dir),
+      config: ({ port }, dir) => dataNodeConfig(port, dir, guard),
     });
     const replicas = await Promise.all(
       range(replicaCount).map((index) =>
         pool.start({
           label: `sentinel-group replica ${index + 1}`,
-          config: ({ port }, dir) => dataNodeConfig(port, dir, [`replicaof ${HOST} ${primary.port}`]),
+          config: ({ port }, dir) => dataNodeConfig(port, dir, [`replicaof ${HOST} ${primary.port}`, ...guard]),
         }),
       ),
     );

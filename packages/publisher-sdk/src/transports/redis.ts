@@ -698,7 +698,8 @@ function wasNotRun(error: Error): boolean {
     message.includes("Cluster isn't ready and enableOfflineQueue options is false")
   );
 }
-const NOT_RUN_REPLY = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|READONLY) /;
+/** Replies of a script refused before its first write (NOREPLICAS: a primary left without its replicas). */
+const NOT_RUN_REPLY = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|READONLY|NOREPLICAS) /;
 
 /**
  * ioredis answers "Connection is closed." both for commands in flight when a node connection dropped (they
