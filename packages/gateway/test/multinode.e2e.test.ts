@@ -1,6 +1,7 @@
 /**
  * Multi-node and fault tests with real processes: one redis-server, three gateway processes
- * (`node dist/main.js`) on their own loopback ports, real `eventsource` clients and SDK Redis publishers.
+ * (`node dist/main.js`) on their own loopback ports, real `eventsource` clients and SDK Redis publishers
+ * (the harness is support/multinode.ts).
  * There is no load balancer: every client picks its node, and when it has to move (its node died, or the
  * test moves it) it closes its stream and opens one on another node with its last event id, as a browser
  * behind a balancer would.
@@ -13,673 +14,49 @@
  * The fault cases that touch the server itself (restart, CLIENT KILL, FLUSHALL) run only on the
  * redis-server this file spawns, never on a shared REDIS_URL.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { createPublisher, type Publisher } from '@sse-gateway/publisher-sdk';
-import { comparePositions, type Position, parsePosition } from '@sse-gateway/publisher-sdk/protocol';
+import { type Position, parsePosition } from '@sse-gateway/publisher-sdk/protocol';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type Collector, closeAllCollectors, collect, eventsUrl, metric, unusedPort } from './support/gateway.js';
+import { closeAllCollectors, metric } from './support/gateway.js';
+import {
+  assertBuilt,
+  Client,
+  closeAllPublishers,
+  closePublishers,
+  compareEvents,
+  type ExpectedReset,
+  epochChangeProblems,
+  exactProblems,
+  type GatewayProcess,
+  isReady,
+  logTails,
+  newPublishers,
+  type PublishLog,
+  publishProblems,
+  runPublishers,
+  type Sent,
+  startGateways,
+  stopGateways,
+  WAIT_MS,
+  waitForDelivery,
+  waitForEach,
+  waitForOpen,
+} from './support/multinode.js';
 import { startRedis, type TestRedis, uniquePrefix } from './support/redis-server.js';
 import { waitFor } from './support/wait.js';
 
-/** The built gateway: `tsc -b` (part of `pnpm test`) writes it. */
-const MAIN_PATH = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 /** This file's Redis is shared only when REDIS_URL is set: then nothing may restart, kill or flush it. */
 const SHARED_REDIS = Boolean(process.env.REDIS_URL);
 const PREFIX = uniquePrefix('multinode');
-/** Large enough that nothing is trimmed in these tests: every gap must come from the faults themselves. */
-const HISTORY_MAX_LENGTH = 100_000;
 const NODE_COUNT = 3;
-/** Deadline of every wait on a condition (generous: a loaded 2-core CI machine). */
-const WAIT_MS = 30_000;
-const READY_MS = 30_000;
 const TEST_MS = 120_000;
-/** Pause between publish rounds of the open-ended publishers: pacing the load, not synchronisation. */
-const PACE_MS = 10;
 /** Events a client must receive between two steps of a scenario (so each step happens mid-stream). */
 const STEP_EVENTS = 20;
 
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-// ---------------------------------------------------------------------------------------------------
-// Gateway processes
-// ---------------------------------------------------------------------------------------------------
-
-/** Every child process this file spawned, SIGKILLed if the worker exits without running afterAll. */
-const children = new Set<ChildProcess>();
-const killChildrenOnExit = () => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-};
-
-class GatewayProcess {
-  #child: ChildProcess | undefined;
-  #log = '';
-
-  constructor(
-    readonly name: string,
-    readonly port: number,
-    private readonly env: Readonly<Record<string, string>>,
-  ) {}
-
-  get url(): string {
-    return `http://127.0.0.1:${this.port}`;
-  }
-
-  get running(): boolean {
-    const child = this.#child;
-    return child !== undefined && child.exitCode === null && child.signalCode === null;
-  }
-
-  /** The tail of the process' output, for failure messages. */
-  log(): string {
-    return this.#log;
-  }
-
-  /** Spawns the process on this node's port; resolves once /readyz answers 200. */
-  async start(): Promise<void> {
-    if (this.running) throw new Error(`${this.name} is already running`);
-    const child = spawn(process.execPath, [MAIN_PATH], {
-      // A clean environment: nothing of the test runner's (auth secrets, REDIS_PREFIX...) leaks in.
-      env: { PATH: process.env.PATH ?? '', ...this.env, PORT: String(this.port) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.#child = child;
-    children.add(child);
-    child.once('exit', () => children.delete(child));
-    const append = (chunk: Buffer | string) => {
-      this.#log = (this.#log + chunk.toString()).slice(-20_000);
-    };
-    child.stdout?.on('data', append);
-    child.stderr?.on('data', append);
-    child.on('error', (error) => append(`\nspawn error: ${error.message}\n`));
-    const deadline = Date.now() + READY_MS;
-    for (;;) {
-      if (!this.running) {
-        throw new Error(
-          `${this.name} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${this.#log}`,
-        );
-      }
-      if (await isReady(this.url)) return;
-      if (Date.now() > deadline) throw new Error(`${this.name} not ready within ${READY_MS} ms:\n${this.#log}`);
-      await delay(50);
-    }
-  }
-
-  /** Signals this node's process (by its pid) and resolves once it exited. */
-  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    const child = this.#child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, 'exit');
-    child.kill(signal);
-    await exited;
-  }
-}
-
-async function isReady(url: string): Promise<boolean> {
-  return fetch(`${url}/readyz`, { signal: AbortSignal.timeout(5000) }).then(
-    async (response) => {
-      await response.body?.cancel();
-      return response.ok;
-    },
-    () => false,
-  );
-}
-
-function gatewayEnv(redisUrl: string): Record<string, string> {
-  return {
-    HOST: '127.0.0.1',
-    REDIS_URL: redisUrl,
-    REDIS_PREFIX: PREFIX,
-    LOG_LEVEL: 'warn',
-    HISTORY_MAX_LENGTH: String(HISTORY_MAX_LENGTH),
-    RETRY_MS: '200',
-    RETRY_JITTER: '0',
-    DRAIN_MS: '0',
-    // The test process reads every stream; a busy CI box must not turn that into write timeouts.
-    WRITE_TIMEOUT_MS: '15000',
-  };
-}
-
-/** Starts node `index` on a free port; another port if that one was taken meanwhile. */
-async function startNode(index: number, redisUrl: string): Promise<GatewayProcess> {
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const node = new GatewayProcess(`node${index}`, await unusedPort(), gatewayEnv(redisUrl));
-    try {
-      await node.start();
-      return node;
-    } catch (error) {
-      lastError = error;
-      await node.kill();
-      if (!/EADDRINUSE/.test(String((error as Error).message))) break;
-    }
-  }
-  throw lastError;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Publishing: what the SDK says it stored
-// ---------------------------------------------------------------------------------------------------
-
-/** An event whose `send` resolved, with the id the SDK returned. */
-interface Sent {
-  readonly topic: string;
-  readonly data: string;
-  readonly id: string;
-  readonly position: Position;
-  readonly publisher: string;
-  readonly n: number;
-}
-
-interface PublishLog {
-  /** Per topic, in the order the sends resolved. */
-  readonly resolved: Map<string, Sent[]>;
-  /** Data of events whose send rejected (they may or may not have been stored). */
-  readonly rejected: Set<string>;
-}
-
-interface PublishRun {
-  readonly log: PublishLog;
-  /** Resolves once every publisher finished (its rounds, or `stop`) and every send settled. */
-  readonly done: Promise<void>;
-  /** Resolved sends so far, over all topics. */
-  resolvedCount(): number;
-  /** Stops after the current rounds; resolves when every send settled. */
-  stop(): Promise<void>;
-  /** Holds every publisher before its next round; resolves once all are held with nothing in flight. */
-  pause(): Promise<void>;
-  resume(): void;
-}
-
-const openPublishers = new Set<Publisher>();
-
-function newPublishers(
-  redisUrl: string,
-  count: number,
-  options: { readonly maxLength?: number; readonly maxRetryTimeMs?: number } = {},
-): Publisher[] {
-  return Array.from({ length: count }, () => {
-    const publisher = createPublisher({
-      redis: redisUrl,
-      prefix: PREFIX,
-      maxLength: options.maxLength ?? HISTORY_MAX_LENGTH,
-      // A send waiting for Redis fails within this, so a run cannot hang on one.
-      maxRetryTimeMs: options.maxRetryTimeMs ?? 10_000,
-    });
-    openPublishers.add(publisher);
-    return publisher;
-  });
-}
-
-async function closePublishers(publishers: readonly Publisher[]): Promise<void> {
-  await Promise.allSettled(publishers.map((publisher) => publisher.close()));
-  for (const publisher of publishers) openPublishers.delete(publisher);
-}
-
-/**
- * Each publisher `p` publishes rounds n = 0, 1, ...: one event per topic, data `topic|tag<p>|n`, up to
- * `window` rounds in flight (pipelined on its connection), `paceMs` between rounds, until `rounds` or `stop()`.
- */
-function runPublishers(options: {
-  readonly publishers: readonly Publisher[];
-  readonly topics: readonly string[];
-  readonly tag: string;
-  readonly rounds?: number;
-  readonly window?: number;
-  readonly paceMs?: number;
-}): PublishRun {
-  const { publishers, topics, tag } = options;
-  const rounds = options.rounds ?? 100_000;
-  const window = options.window ?? 1;
-  const paceMs = options.paceMs ?? PACE_MS;
-  const log: PublishLog = { resolved: new Map(topics.map((topic) => [topic, []])), rejected: new Set() };
-  let stopped = false;
-  let resolvedCount = 0;
-  let gate: { promise: Promise<void>; open: () => void } | undefined;
-  let held = 0;
-  let finished = 0;
-
-  const loop = async (publisher: Publisher, index: number) => {
-    const name = `${tag}${index}`;
-    const inFlight: Promise<void>[] = [];
-    for (let n = 0; n < rounds && !stopped; n++) {
-      if (gate) {
-        await Promise.all(inFlight.splice(0));
-        held++;
-        await gate.promise;
-        held--;
-        if (stopped) break;
-      }
-      const round = Promise.all(
-        topics.map((topic) => {
-          const data = `${topic}|${name}|${n}`;
-          return publisher.send('message', data, { topic }).then(
-            (id) => {
-              const position = parsePosition(id);
-              if (!position) throw new Error(`the SDK returned an id that does not parse: ${id}`);
-              log.resolved.get(topic)?.push({ topic, data, id, position, publisher: name, n });
-              resolvedCount++;
-            },
-            () => {
-              log.rejected.add(data);
-            },
-          );
-        }),
-      ).then(() => {});
-      inFlight.push(round);
-      if (inFlight.length >= window) await inFlight.shift();
-      if (paceMs > 0) await delay(paceMs);
-    }
-    await Promise.all(inFlight);
-  };
-  const done = Promise.all(publishers.map((publisher, index) => loop(publisher, index))).then(() => {
-    finished = publishers.length;
-  });
-  return {
-    log,
-    done,
-    resolvedCount: () => resolvedCount,
-    async stop() {
-      stopped = true;
-      gate?.open();
-      await done;
-    },
-    async pause() {
-      let open = () => {};
-      const promise = new Promise<void>((resolve) => {
-        open = resolve;
-      });
-      gate = { promise, open };
-      await waitFor(() => held === publishers.length || finished === publishers.length, {
-        timeoutMs: WAIT_MS,
-        what: 'every publisher to pause with nothing in flight',
-      });
-    },
-    resume() {
-      const current = gate;
-      gate = undefined;
-      current?.open();
-    },
-  };
-}
-
-/** A topic's resolved events in id order (= publish order). Ids of different epochs do not compare. */
-function inIdOrder(sent: readonly Sent[]): Sent[] {
-  return [...sent].sort((a, b) => comparePositions(a.position, b.position));
-}
-
-function epochsOf(sent: readonly Sent[]): string[] {
-  const epochs: string[] = [];
-  for (const event of sent) if (epochs.at(-1) !== event.position.epoch) epochs.push(event.position.epoch);
-  return epochs;
-}
-
-/** What the SDK answered must already be consistent: distinct ids, increasing per publisher in publish order. */
-function publishProblems(log: PublishLog, options: { readonly singleEpoch: boolean }): string[] {
-  const problems: string[] = [];
-  for (const [topic, sent] of log.resolved) {
-    if (new Set(sent.map((event) => event.id)).size !== sent.length)
-      problems.push(`${topic}: the SDK returned an id twice`);
-    const epochs = epochsOf(sent);
-    if (options.singleEpoch && epochs.length > 1) problems.push(`${topic}: ids span epochs ${epochs.join(', ')}`);
-    if (new Set(epochs).size !== epochs.length) problems.push(`${topic}: epochs interleave (${epochs.join(', ')})`);
-    const byPublisher = new Map<string, Sent[]>();
-    for (const event of sent) {
-      const events = byPublisher.get(event.publisher) ?? [];
-      events.push(event);
-      byPublisher.set(event.publisher, events);
-    }
-    for (const [publisher, events] of byPublisher) {
-      const inPublishOrder = [...events].sort((a, b) => a.n - b.n);
-      for (let i = 1; i < inPublishOrder.length; i++) {
-        const previous = inPublishOrder[i - 1] as Sent;
-        const current = inPublishOrder[i] as Sent;
-        if (
-          previous.position.epoch === current.position.epoch &&
-          comparePositions(previous.position, current.position) >= 0
-        ) {
-          problems.push(
-            `${topic}/${publisher}: #${current.n} got id ${current.id}, not after #${previous.n}'s ${previous.id}`,
-          );
-          break;
-        }
-      }
-    }
-  }
-  return problems;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Clients: one logical subscriber across the streams it opened (on one node or several)
-// ---------------------------------------------------------------------------------------------------
-
-type Item =
-  | { readonly kind: 'event'; readonly id: string; readonly data: string; readonly stream: number }
-  | { readonly kind: 'reset'; readonly id: string; readonly reason: string; readonly stream: number };
-
 let nodes: GatewayProcess[] = [];
 
-class Client {
-  readonly topics: readonly string[];
-  readonly streams: Collector[] = [];
-  node = -1;
-  /** The node of each stream, in order. */
-  readonly visited: number[] = [];
-  readonly #items = new Map<string, Item[]>();
-  readonly #seen = new Map<string, Set<string>>();
-  /** Data events received per stream. */
-  readonly #perStream: number[] = [];
-  readonly #cursor: number[] = [];
-  readonly problems: string[] = [];
-
-  constructor(
-    readonly name: string,
-    topics: readonly string[],
-    node: number,
-  ) {
-    // The gateway sorts a connection's topics; a multi-topic id lists one position per topic in that order.
-    this.topics = [...new Set(topics)].sort();
-    for (const topic of this.topics) {
-      this.#items.set(topic, []);
-      this.#seen.set(topic, new Set());
-    }
-    this.open(node);
-  }
-
-  get current(): Collector {
-    return this.streams.at(-1) as Collector;
-  }
-
-  /** Opens a stream on `node`, resuming after `lastEventId` when given. */
-  open(node: number, lastEventId?: string, via: 'header' | 'query' = 'header'): void {
-    const gateway = nodes[node];
-    if (!gateway) throw new Error(`no node ${node}`);
-    this.node = node;
-    this.visited.push(node);
-    this.streams.push(collect(eventsUrl(gateway.url, this.topics), { lastEventId, lastEventIdVia: via }));
-    this.#perStream.push(0);
-    this.#cursor.push(0);
-  }
-
-  /** Closes the current stream; returns the id to resume from. */
-  drop(): string {
-    this.sync();
-    const last = this.current.lastEventId;
-    if (last === undefined) throw new Error(`${this.name} has no event id to resume from`);
-    this.current.close();
-    return last;
-  }
-
-  /** Drops the current stream and resumes on `node`, as a client behind a load balancer would. */
-  moveTo(node: number, via: 'header' | 'query' = 'header'): void {
-    this.open(node, this.drop(), via);
-  }
-
-  /** Everything received for `topic`, in order, over all streams. */
-  items(topic: string): Item[] {
-    this.sync();
-    return this.#items.get(topic) ?? [];
-  }
-
-  /** Data events received on the current stream. */
-  receivedOnCurrent(): number {
-    this.sync();
-    return this.#perStream.at(-1) ?? 0;
-  }
-
-  hasData(topic: string, data: string): boolean {
-    this.sync();
-    return this.#seen.get(topic)?.has(data) ?? false;
-  }
-
-  /** Data events received for `topic`. */
-  count(topic: string): number {
-    this.sync();
-    return this.#seen.get(topic)?.size ?? 0;
-  }
-
-  describe(): string {
-    const counts = this.topics.map((topic) => `${topic}=${this.count(topic)}`).join(' ');
-    const stream = this.current;
-    return (
-      `${this.name} on node${this.node}: ${counts}, streams ${this.streams.length}, readyState ${stream.source.readyState}, ` +
-      `opens ${stream.opens}, errors ${stream.errors} [${stream.errorCodes.join(',')}]`
-    );
-  }
-
-  /** Parses events received since the last call (incrementally: waits poll this often). */
-  sync(): void {
-    this.streams.forEach((stream, index) => {
-      const events = stream.events;
-      for (let at = this.#cursor[index] ?? 0; at < events.length; at++) {
-        const received = events[at];
-        if (received) this.#add(received.event, received.id, received.data, index);
-      }
-      this.#cursor[index] = events.length;
-    });
-  }
-
-  #add(event: string, id: string, data: string, stream: number): void {
-    const parts = id.split(',');
-    if (parts.length !== this.topics.length) {
-      this.problems.push(`${this.name}: id ${id} does not hold one position per topic`);
-      return;
-    }
-    const idOf = (topic: string) => parts[this.topics.indexOf(topic)] as string;
-    if (event === 'gateway.reset') {
-      let body: { topic?: unknown; reason?: unknown } = {};
-      try {
-        body = JSON.parse(data);
-      } catch {
-        // reported below
-      }
-      const topic = String(body.topic);
-      if (!this.topics.includes(topic)) {
-        this.problems.push(`${this.name}: gateway.reset with unexpected data ${data}`);
-        return;
-      }
-      this.#items.get(topic)?.push({ kind: 'reset', id: idOf(topic), reason: String(body.reason), stream });
-      return;
-    }
-    const topic = data.slice(0, data.indexOf('|'));
-    if (event !== 'message' || !this.topics.includes(topic)) {
-      this.problems.push(`${this.name}: unexpected ${event} event ${JSON.stringify(data)}`);
-      return;
-    }
-    this.#items.get(topic)?.push({ kind: 'event', id: idOf(topic), data, stream });
-    this.#seen.get(topic)?.add(data);
-    this.#perStream[stream] = (this.#perStream[stream] ?? 0) + 1;
-  }
-}
-
-async function waitForOpen(clients: readonly Client[]): Promise<void> {
-  await waitFor(() => clients.every((client) => client.current.opens >= 1), {
-    timeoutMs: WAIT_MS,
-    what: `${clients.length} streams to open`,
-  }).catch((error: Error) => {
-    const closed = clients.filter((client) => client.current.opens < 1).map((client) => client.describe());
-    throw new Error(`${error.message}: ${closed.join('; ')}`);
-  });
-}
-
-/** Waits until every client got at least `count` data events per topic (counting over all its streams). */
-async function waitForEach(clients: readonly Client[], count: (client: Client, topic: string) => number, what: string) {
-  await waitFor(
-    () => clients.every((client) => client.topics.every((topic) => client.count(topic) >= count(client, topic))),
-    {
-      timeoutMs: WAIT_MS,
-      what,
-    },
-  ).catch((error: Error) => {
-    throw new Error(`${error.message}: ${clients.map((client) => client.describe()).join('; ')}`);
-  });
-}
-
-/** Waits until every client received the newest stored event of each of its topics (by id, in the last epoch). */
-async function waitForDelivery(clients: readonly Client[], log: PublishLog): Promise<void> {
-  const newest = new Map<string, Sent>();
-  for (const [topic, sent] of log.resolved) {
-    const lastEpoch = sent.at(-1)?.position.epoch;
-    const last = inIdOrder(sent.filter((event) => event.position.epoch === lastEpoch)).at(-1);
-    if (last) newest.set(topic, last);
-  }
-  const behind = () =>
-    clients.filter((client) =>
-      client.topics.some((topic) => {
-        const last = newest.get(topic);
-        return last !== undefined && !client.hasData(topic, last.data);
-      }),
-    );
-  await waitFor(() => behind().length === 0, { timeoutMs: WAIT_MS, what: 'every client to get the last event' }).catch(
-    (error: Error) => {
-      const expected = [...log.resolved].map(([topic, sent]) => `${topic}=${sent.length}`).join(' ');
-      const stuck = behind().map((client) => client.describe());
-      throw new Error(`${error.message}; resolved ${expected}; behind: ${stuck.join('; ')}`);
-    },
-  );
-}
-
-/** A reset a client must get at a given point. */
-interface ExpectedReset {
-  readonly kind: 'reset';
-  readonly reason: string;
-  readonly id: string;
-}
-
-/** The first difference between what a client got and what it should have got, with counts. */
-function compareEvents(got: readonly Item[], expected: readonly (Sent | ExpectedReset)[]): string | undefined {
-  const length = Math.max(got.length, expected.length);
-  for (let i = 0; i < length; i++) {
-    const item = got[i];
-    const want = expected[i];
-    if (item !== undefined && want !== undefined && item.id === want.id) {
-      if (
-        'kind' in want
-          ? item.kind === 'reset' && item.reason === want.reason
-          : item.kind === 'event' && item.data === want.data
-      )
-        continue;
-    }
-    const seen = new Set<string>();
-    let duplicates = 0;
-    for (const entry of got) {
-      if (entry.kind !== 'event') continue;
-      if (seen.has(entry.data)) duplicates++;
-      seen.add(entry.data);
-    }
-    const wanted = expected.filter((event): event is Sent => !('kind' in event));
-    const missing = wanted.filter((event) => !seen.has(event.data)).length;
-    const show = (entry: Item | Sent | ExpectedReset | undefined) =>
-      entry === undefined
-        ? 'nothing'
-        : 'kind' in entry && entry.kind === 'reset'
-          ? `reset (${entry.reason}, ${entry.id})`
-          : `${(entry as Sent).data} (${entry.id})`;
-    return (
-      `got ${got.length} items, expected ${expected.length} (${duplicates} duplicate(s), ${missing} missing); ` +
-      `first difference at #${i}: got ${show(item)}, expected ${show(want)}`
-    );
-  }
-  return undefined;
-}
-
-/** Nothing lost, nothing twice, publish order, the ids the SDK returned, and no reset. */
-function exactProblems(client: Client, log: PublishLog): string[] {
-  const problems = [...client.problems];
-  for (const topic of client.topics) {
-    const difference = compareEvents(client.items(topic), inIdOrder(log.resolved.get(topic) ?? []));
-    if (difference) problems.push(`${client.name} ${topic}: ${difference}`);
-  }
-  return problems;
-}
-
-/**
- * History was lost under the clients (Redis restart without persistence, FLUSHALL): per topic, the events
- * of the old epoch (a gap-free prefix of them, or all of them when `completeBefore`), exactly one
- * `gateway.reset` (stream-lost), then every event of the new epoch, each once, in order. Events whose send
- * rejected may appear (their outcome is unknown) but only in their place; anything else is wrong data.
- */
-function epochChangeProblems(
-  client: Client,
-  log: PublishLog,
-  options: { readonly completeBefore: boolean },
-): { problems: string[]; lostBefore: number } {
-  const problems = [...client.problems];
-  let lostBefore = 0;
-  for (const topic of client.topics) {
-    const sent = log.resolved.get(topic) ?? [];
-    const epochs = epochsOf(sent);
-    if (epochs.length !== 2) {
-      problems.push(`${topic}: resolved sends span ${epochs.length} epoch(s), expected the old and the new one`);
-      continue;
-    }
-    const [oldEpoch, newEpoch] = epochs as [string, string];
-    const byData = new Map(sent.map((event) => [event.data, event]));
-    const items = client.items(topic);
-    const resets = items.flatMap((item, index) => (item.kind === 'reset' ? [index] : []));
-    const label = `${client.name} ${topic}`;
-    if (resets.length !== 1) {
-      problems.push(`${label}: ${resets.length} gateway.reset events, expected exactly 1 (${describeItems(items)})`);
-      continue;
-    }
-    const at = resets[0] as number;
-    const reset = items[at] as Item & { kind: 'reset' };
-    if (reset.reason !== 'stream-lost') problems.push(`${label}: reset reason ${reset.reason}, expected stream-lost`);
-    const segment = (part: readonly Item[], epoch: string, name: string) => {
-      const delivered: Sent[] = [];
-      let previous: Position | undefined;
-      for (const item of part) {
-        if (item.kind !== 'event') continue;
-        const position = parsePosition(item.id);
-        if (!position || position.epoch !== epoch) {
-          problems.push(`${label}: ${item.data} with id ${item.id} ${name} the reset, not in epoch ${epoch}`);
-          return delivered;
-        }
-        if (previous && comparePositions(position, previous) <= 0) {
-          problems.push(`${label}: id ${item.id} (${item.data}) does not increase ${name} the reset`);
-          return delivered;
-        }
-        previous = position;
-        const stored = byData.get(item.data);
-        if (stored) {
-          if (stored.id !== item.id)
-            problems.push(`${label}: ${item.data} arrived with id ${item.id}, stored as ${stored.id}`);
-          delivered.push(stored);
-        } else if (!log.rejected.has(item.data)) {
-          problems.push(`${label}: ${item.data} (${item.id}) was never published`);
-        }
-      }
-      return delivered;
-    };
-    const before = segment(items.slice(0, at), oldEpoch, 'before');
-    const after = segment(items.slice(at + 1), newEpoch, 'after');
-    const expectedBefore = inIdOrder(sent.filter((event) => event.position.epoch === oldEpoch));
-    const expectedAfter = inIdOrder(sent.filter((event) => event.position.epoch === newEpoch));
-    const asItems = (events: readonly Sent[]): Item[] =>
-      events.map((event) => ({ kind: 'event', id: event.id, data: event.data, stream: 0 }));
-    const prefix = options.completeBefore ? expectedBefore : expectedBefore.slice(0, before.length);
-    const differenceBefore = compareEvents(asItems(before), prefix);
-    if (differenceBefore) problems.push(`${label} before the reset: ${differenceBefore}`);
-    lostBefore += expectedBefore.length - before.length;
-    const differenceAfter = compareEvents(asItems(after), expectedAfter);
-    if (differenceAfter) problems.push(`${label} after the reset: ${differenceAfter}`);
-  }
-  return { problems, lostBefore };
-}
-
-function describeItems(items: readonly Item[]): string {
-  const kinds = items.map((item) => (item.kind === 'reset' ? `R:${item.reason}` : 'e'));
-  const runs: string[] = [];
-  for (const kind of kinds) {
-    const last = runs.at(-1);
-    if (last?.startsWith(`${kind}x`)) runs[runs.length - 1] = `${kind}x${Number(last.slice(kind.length + 1)) + 1}`;
-    else runs.push(`${kind}x1`);
-  }
-  return runs.join(' ');
-}
+/** A client of this file's nodes. */
+const newClient = (name: string, topics: readonly string[], node: number) => new Client(nodes, name, topics, node);
 
 // ---------------------------------------------------------------------------------------------------
 // The tests
@@ -690,34 +67,24 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
   let admin: Redis | undefined;
 
   beforeAll(async () => {
-    if (!existsSync(MAIN_PATH)) throw new Error(`${MAIN_PATH} is missing: build first (npx tsc -b)`);
-    process.once('exit', killChildrenOnExit);
+    assertBuilt();
     redis = await startRedis();
-    const started = await Promise.allSettled(
-      Array.from({ length: NODE_COUNT }, (_, index) => startNode(index, redis.url)),
-    );
-    // Keep whatever started, so afterAll stops it even when another node failed to start.
-    nodes = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
-    const failed = started.find((result) => result.status === 'rejected');
-    if (failed) throw failed.reason;
+    nodes = await startGateways(NODE_COUNT, redis.url, { prefix: PREFIX });
   }, 90_000);
 
   beforeEach(({ onTestFailed }) => {
     // What the nodes logged (warnings and up) is often the quickest way to the cause of a failure.
     onTestFailed(() => {
-      for (const node of nodes)
-        console.warn(`--- ${node.name} (port ${node.port}) log tail:\n${node.log().slice(-4000)}`);
+      console.warn(logTails(nodes));
     });
   });
 
   afterAll(async () => {
     closeAllCollectors();
-    await Promise.allSettled([...openPublishers].map((publisher) => publisher.close()));
-    openPublishers.clear();
+    await closeAllPublishers();
     admin?.disconnect();
-    await Promise.allSettled(nodes.map((node) => node.kill('SIGKILL')));
+    await stopGateways(nodes);
     await redis?.stop().catch(() => {});
-    process.off('exit', killChildrenOnExit);
   }, 60_000);
 
   const adminConnection = (): Redis => {
@@ -740,11 +107,11 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
         // Every topic has clients on every node; one client in five follows two topics.
         const followed = [topics[first] as string];
         if (i % 5 === 4) followed.push(topics[(first + 1) % topics.length] as string);
-        clients.push(new Client(`c${i}`, followed, node));
+        clients.push(newClient(`c${i}`, followed, node));
       }
       await waitForOpen(clients);
 
-      const publishers = newPublishers(redis.url, 5);
+      const publishers = newPublishers(redis.url, 5, { prefix: PREFIX });
       const rounds = 150;
       const run = runPublishers({ publishers, topics, tag: 'p', rounds, window: 8, paceMs: 0 });
       await run.done;
@@ -785,15 +152,15 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
     async () => {
       const topics = ['resume/a', 'resume/b'];
       const movers = [
-        new Client('single-a', ['resume/a'], 0),
-        new Client('single-b', ['resume/b'], 1),
-        new Client('multi-0', topics, 0),
-        new Client('multi-2', topics, 2),
+        newClient('single-a', ['resume/a'], 0),
+        newClient('single-b', ['resume/b'], 1),
+        newClient('multi-0', topics, 0),
+        newClient('multi-2', topics, 2),
       ];
-      const stayers = [new Client('stay-a', ['resume/a'], 2), new Client('stay-ab', topics, 1)];
+      const stayers = [newClient('stay-a', ['resume/a'], 2), newClient('stay-ab', topics, 1)];
       const clients = [...movers, ...stayers];
       await waitForOpen(clients);
-      const publishers = newPublishers(redis.url, 2);
+      const publishers = newPublishers(redis.url, 2, { prefix: PREFIX });
       const run = runPublishers({ publishers, topics, tag: 'r' });
       try {
         // Three hops each (around all three nodes), one of them with the id as query parameter.
@@ -840,16 +207,16 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
     async () => {
       const topics = ['pubsub/a', 'pubsub/b'];
       const clients = [
-        new Client('a@0', ['pubsub/a'], 0),
-        new Client('b@1', ['pubsub/b'], 1),
-        new Client('ab@2', topics, 2),
-        new Client('ab@0', topics, 0),
-        new Client('a@1', ['pubsub/a'], 1),
-        new Client('b@2', ['pubsub/b'], 2),
+        newClient('a@0', ['pubsub/a'], 0),
+        newClient('b@1', ['pubsub/b'], 1),
+        newClient('ab@2', topics, 2),
+        newClient('ab@0', topics, 0),
+        newClient('a@1', ['pubsub/a'], 1),
+        newClient('b@2', ['pubsub/b'], 2),
       ];
       await waitForOpen(clients);
       const redisAdmin = adminConnection();
-      const publishers = newPublishers(redis.url, 2);
+      const publishers = newPublishers(redis.url, 2, { prefix: PREFIX });
       const run = runPublishers({ publishers, topics, tag: 'k' });
       try {
         for (let kill = 1; kill <= 3; kill++) {
@@ -891,16 +258,16 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
     async () => {
       const topics = ['trim/a', 'trim/b'];
       const clients = [
-        new Client('a@0', ['trim/a'], 0),
-        new Client('a@1', ['trim/a'], 1),
-        new Client('ab@2', topics, 2),
-        new Client('ab@0', topics, 0),
+        newClient('a@0', ['trim/a'], 0),
+        newClient('a@1', ['trim/a'], 1),
+        newClient('ab@2', topics, 2),
+        newClient('ab@0', topics, 0),
       ];
       await waitForOpen(clients);
       const redisAdmin = adminConnection();
       // These topics' only publisher keeps 50 events (retention is applied by whoever publishes).
       const keep = 50;
-      const [publisher] = newPublishers(redis.url, 1, { maxLength: keep });
+      const [publisher] = newPublishers(redis.url, 1, { prefix: PREFIX, maxLength: keep });
       if (!publisher) throw new Error('no publisher');
       const log: PublishLog = { resolved: new Map(topics.map((topic) => [topic, []])), rejected: new Set() };
       const publish = async (topic: string, name: string, count: number) => {
@@ -908,7 +275,15 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
         const ids = await publisher.sendMany(datas.map((data) => ({ topic, event: 'message', data })));
         return datas.map((data, n): Sent => {
           const id = ids[n] as string;
-          const sent = { topic, data, id, position: parsePosition(id) as Position, publisher: name, n };
+          const sent = {
+            topic,
+            data,
+            id,
+            position: parsePosition(id) as Position,
+            publisher: name,
+            n,
+            sentAt: Date.now(),
+          };
           log.resolved.get(topic)?.push(sent);
           return sent;
         });
@@ -983,20 +358,20 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
     async () => {
       const topics = ['crash/a', 'crash/b'];
       const victims = [
-        new Client('v-a', ['crash/a'], 0),
-        new Client('v-b', ['crash/b'], 0),
-        new Client('v-ab', topics, 0),
-        new Client('v-ab2', topics, 0),
+        newClient('v-a', ['crash/a'], 0),
+        newClient('v-b', ['crash/b'], 0),
+        newClient('v-ab', topics, 0),
+        newClient('v-ab2', topics, 0),
       ];
       const survivors = [
-        new Client('s-a', ['crash/a'], 1),
-        new Client('s-b', ['crash/b'], 2),
-        new Client('s-ab', topics, 1),
+        newClient('s-a', ['crash/a'], 1),
+        newClient('s-b', ['crash/b'], 2),
+        newClient('s-ab', topics, 1),
       ];
       const clients = [...victims, ...survivors];
       await waitForOpen(clients);
       const victim = nodes[0] as GatewayProcess;
-      const publishers = newPublishers(redis.url, 2);
+      const publishers = newPublishers(redis.url, 2, { prefix: PREFIX });
       const run = runPublishers({ publishers, topics, tag: 'x' });
       try {
         await waitForEach(clients, () => STEP_EVENTS, `${STEP_EVENTS} events per topic per client`);
@@ -1036,16 +411,16 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
     async () => {
       const topics = ['restart/a', 'restart/b'];
       const clients = [
-        new Client('a@0', ['restart/a'], 0),
-        new Client('b@1', ['restart/b'], 1),
-        new Client('ab@2', topics, 2),
-        new Client('ab@0', topics, 0),
-        new Client('a@2', ['restart/a'], 2),
-        new Client('ab@1', topics, 1),
+        newClient('a@0', ['restart/a'], 0),
+        newClient('b@1', ['restart/b'], 1),
+        newClient('ab@2', topics, 2),
+        newClient('ab@0', topics, 0),
+        newClient('a@2', ['restart/a'], 2),
+        newClient('ab@1', topics, 1),
       ];
       await waitForOpen(clients);
       // Sends give up after 1 s without Redis, so the outage below makes some of them reject.
-      const publishers = newPublishers(redis.url, 2, { maxRetryTimeMs: 1000 });
+      const publishers = newPublishers(redis.url, 2, { prefix: PREFIX, maxRetryTimeMs: 1000 });
       const run = runPublishers({ publishers, topics, tag: 'z' });
       try {
         await waitForEach(clients, () => STEP_EVENTS, `${STEP_EVENTS} events per topic per client`);
@@ -1095,16 +470,16 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
     async () => {
       const topics = ['flush/a', 'flush/b'];
       const connected = [
-        new Client('a@0', ['flush/a'], 0),
-        new Client('ab@1', topics, 1),
-        new Client('b@2', ['flush/b'], 2),
+        newClient('a@0', ['flush/a'], 0),
+        newClient('ab@1', topics, 1),
+        newClient('b@2', ['flush/b'], 2),
       ];
       // Resume with an old id: one before anything is published again (no stream at all), one after.
-      const early = new Client('early-a', ['flush/a'], 0);
-      const late = new Client('late-ab', topics, 2);
+      const early = newClient('early-a', ['flush/a'], 0);
+      const late = newClient('late-ab', topics, 2);
       const clients = [...connected, early, late];
       await waitForOpen(clients);
-      const publishers = newPublishers(redis.url, 2);
+      const publishers = newPublishers(redis.url, 2, { prefix: PREFIX });
       const run = runPublishers({ publishers, topics, tag: 'f' });
       try {
         await waitForEach(clients, () => STEP_EVENTS, `${STEP_EVENTS} events per topic per client`);

@@ -2,7 +2,7 @@
  * The Redis engine against a real redis-server (one per file, a unique key prefix per engine): the shared
  * contract, then what only Redis can do wrong: subscriber disconnects, server restarts, lost streams.
  */
-import { formatPosition, type Position, topicKeys } from '@sse-gateway/publisher-sdk/protocol';
+import { encodeLiveMessage, formatPosition, type Position, topicKeys } from '@sse-gateway/publisher-sdk/protocol';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -125,6 +125,33 @@ describe('redis engine', () => {
     await eventually(() => expect(recorder.dataOf('gap')).toEqual(['first', 'lost-live', 'third']));
     expect(engine.stats.gapsDetected).toBeGreaterThanOrEqual(1);
     expectStrictlyIncreasing(recorder.of('gap').map((p) => p.position));
+  });
+
+  it('tells the gap sink (ahead) when history was rewound under a live topic, and reads say so too', async () => {
+    prefix = uniquePrefix('redis-engine');
+    engine = newEngine({ maxLength: 0, maxAgeMs: 0 }, prefix);
+    recorder = new Recorder();
+    const gaps: Array<{ reason: string; position: Position }> = [];
+    await engine.start(recorder.sink, (_topic, reason, position) => gaps.push({ reason, position }));
+    await engine.subscribe('rewind');
+    const [first, second] = await engine.publish(events('rewind', 2));
+    await eventually(() => expect(recorder.dataOf('rewind')).toHaveLength(2));
+    // What a failover to a replica that only had `first` looks like: the next entry names `first` as its
+    // predecessor although `second` was delivered.
+    const keys = topicKeys(prefix, 'rewind');
+    const a = first as Position;
+    const b = second as Position;
+    const next = { epoch: b.epoch, ms: b.ms + 1000, seq: 0 };
+    await admin.xadd(keys.stream, `${next.ms}-0`, 'e', 'tick', 'd', 'after-failover', 'p', `${a.ms}-${a.seq}`);
+    await admin.publish(
+      keys.channel,
+      encodeLiveMessage({ ...next, prev: { ms: a.ms, seq: a.seq }, event: 'tick', data: 'after-failover' }),
+    );
+    await eventually(() => expect(recorder.dataOf('rewind')).toEqual(['rewind#0', 'rewind#1', 'after-failover']));
+    expect(gaps).toEqual([{ reason: 'ahead', position: a }]);
+    // A client resuming from `second` is told too, and resumes after the entry history has.
+    expect(await engine.readAfter('rewind', b, 10)).toEqual({ kind: 'reset', reason: 'ahead', position: a });
+    expect((await engine.readAfter('rewind', a, 10)).kind).toBe('events');
   });
 
   it('finds a lost live message on an idle topic with the periodic head check', async () => {

@@ -74,7 +74,14 @@ local function deleteEntries(entries)
   redis.call('XDEL', stream, unpack(ids))
 end
 
-local id = redis.call('XADD', stream, '*', 'e', event, 'd', data)
+-- v2 entries keep their predecessor too ('p'), so a reader can tell history that lost entries after a
+-- failover (the entry after a cursor does not follow it) from history that is whole.
+local id
+if version == '1' then
+  id = redis.call('XADD', stream, '*', 'e', event, 'd', data)
+else
+  id = redis.call('XADD', stream, '*', 'e', event, 'd', data, 'p', prev)
+end
 if maxAgeMs > 0 then
   local dash = string.find(id, '-', 1, true)
   local minMs = tonumber(string.sub(id, 1, dash - 1)) - maxAgeMs

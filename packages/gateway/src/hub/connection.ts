@@ -205,7 +205,7 @@ export class Connection {
 
   /**
    * The engine lost events of a topic up to `position`. A live connection already past that point missed
-   * nothing; one still replaying gets the reset when it goes live (if it is still behind then).
+   * nothing (unless history was rewound: `ahead`); one still replaying gets the reset when it goes live.
    */
   noteGap(topicIndex: number, reason: ResetReason, position: Position): boolean {
     if (this.#pending !== null) {
@@ -217,7 +217,11 @@ export class Connection {
 
   #applyGap(topicIndex: number, reason: ResetReason, position: Position): boolean {
     const current = this.positions[topicIndex] as Position;
-    if (current.epoch === position.epoch && comparePositions(current, position) >= 0) return false;
+    // A rewound history ('ahead') lies behind every client by definition, and lost events some of them never
+    // got: everyone hears of it. Other gaps only concern connections still behind them.
+    if (reason !== 'ahead' && current.epoch === position.epoch && comparePositions(current, position) >= 0) {
+      return false;
+    }
     this.writeReset(topicIndex, reason, position);
     return true;
   }

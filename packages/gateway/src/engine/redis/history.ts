@@ -73,6 +73,10 @@ export class HistoryReader {
     const verdict = judgeCursor(after, snapshot);
     if (verdict.kind === 'reset') return verdict;
     if (!snapshot) return { kind: 'events', events: [], more: false };
+    const rewound = rewoundBefore(after, snapshot.epoch, snapshot.entries[0]);
+    // The entry after the cursor names another predecessor: entries the client had are gone (a failover
+    // to a replica that missed writes, then new writes): resume after the entry history does have.
+    if (rewound) return { kind: 'reset', reason: 'ahead', position: rewound };
     const events = snapshot.entries.slice(0, limit).map((entry) => {
       const publication = toPublication(topic, snapshot.epoch, entry);
       const event = this.#options.eventNames.safe(publication.event, topic);
@@ -102,6 +106,19 @@ export class HistoryReader {
 function toPosition(epoch: string, id: string): Position {
   const parsed = parseStreamId(id);
   if (!parsed) throw new Error(`unexpected stream id from Redis: ${id}`);
+  return { epoch, ms: parsed.ms, seq: parsed.seq };
+}
+
+/** The predecessor of `first` when it is not `after` (same epoch; v2 entries only); undefined otherwise. */
+function rewoundBefore(after: Position, epoch: string, first: RawEntry | undefined): Position | undefined {
+  if (!first || after.epoch !== epoch) return undefined;
+  const fields = first[1];
+  let prev: string | undefined;
+  for (let index = 0; index + 1 < fields.length; index += 2) if (fields[index] === 'p') prev = fields[index + 1];
+  const parsed = prev === undefined ? undefined : parseStreamId(prev);
+  if (!parsed || (parsed.ms === after.ms && parsed.seq === after.seq)) return undefined;
+  // A predecessor past the cursor only means entries after the cursor were trimmed: judged elsewhere.
+  if (parsed.ms > after.ms || (parsed.ms === after.ms && parsed.seq > after.seq)) return undefined;
   return { epoch, ms: parsed.ms, seq: parsed.seq };
 }
 

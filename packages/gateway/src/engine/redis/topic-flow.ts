@@ -11,6 +11,7 @@
  */
 import { comparePositions, type LiveMessage, type Position } from '@sse-gateway/publisher-sdk/protocol';
 import type { Logger } from 'pino';
+import type { ResetReason } from '../../sse/reserved-events.js';
 import type { GapSink, HistoryPage, Publication, PublicationSink } from '../engine.js';
 
 export type FlowPhase = 'stopped' | 'subscribing' | 'catching-up' | 'live';
@@ -134,6 +135,17 @@ export class TopicFlow {
 
   message(live: LiveMessage): void {
     if (this.phase === 'live') {
+      const rewound = this.#rewoundBy(live);
+      if (rewound) {
+        // History lost events this node had pushed (a failover to a replica that missed writes): clients
+        // must hear of it, since acknowledged events they never got may be gone with them.
+        this.context.stats.resets++;
+        this.context.log.warn({ topic: this.topic }, 'the stream was rewound (events lost in a failover); resetting');
+        this.#last = rewound;
+        this.#gap('ahead', rewound);
+        this.#deliver(live);
+        return;
+      }
       if (!this.#missedBefore(live)) {
         this.#deliver(live);
         return;
@@ -152,6 +164,23 @@ export class TopicFlow {
       this.#refillDue = true;
     }
     this.#held.push(live);
+  }
+
+  /** The predecessor `live` names when it lies before the last event pushed (same epoch, v2): a rewind. */
+  #rewoundBy(live: LiveMessage): Position | undefined {
+    const last = this.#last;
+    const prev = live.prev;
+    if (!prev || !last || live.epoch !== last.epoch || comparePositions(live, last) <= 0) return undefined;
+    const position = { epoch: last.epoch, ms: prev.ms, seq: prev.seq };
+    return comparePositions(position, last) < 0 ? position : undefined;
+  }
+
+  #gap(reason: ResetReason, position: Position): void {
+    try {
+      this.context.onGap()?.(this.topic, reason, position);
+    } catch (error) {
+      this.context.log.error({ err: error, topic: this.topic }, 'the gap sink threw');
+    }
   }
 
   /** Whether `live` (protocol v2) follows an event other than the last one pushed, in the same epoch. */
@@ -282,11 +311,7 @@ export class TopicFlow {
           'history could not fill the whole gap; continuing from the earliest available point',
         );
         this.#moveTo(page.position);
-        try {
-          this.context.onGap()?.(this.topic, page.reason, page.position);
-        } catch (error) {
-          this.context.log.error({ err: error, topic: this.topic }, 'the gap sink threw');
-        }
+        this.#gap(page.reason, page.position);
         if (page.position.epoch === '') break;
         if (++resets > MAX_RESETS_PER_REFILL) throw new Error('refill keeps hitting resets');
         continue;
