@@ -128,7 +128,7 @@ export const DEFAULT_KEY_PREFIX = 'sse:';
  * cluster slot, so the publish script can touch them atomically on Redis Cluster.
  */
 export interface TopicKeys {
-  /** Redis Stream holding the topic's history; entries have fields `e` (event) and `d` (data). */
+  /** Redis Stream holding the topic's history; entries have fields `e` (event), `d` (data) and, from v2, `p` (predecessor id). */
   readonly stream: string;
   /** String holding the topic's epoch. */
   readonly epoch: string;
