@@ -103,7 +103,7 @@ describe('redis transport', () => {
     expect(id).toMatch(/^[0-9a-z]{1,16}:\d+-\d+$/);
     const keys = topicKeys(prefix, 'clock');
     const entries = await admin.xrange(keys.stream, '-', '+');
-    expect(entries).toEqual([[streamId(id), ['e', 'tick', 'd', '{"n":1}']]]);
+    expect(entries).toEqual([[streamId(id), ['e', 'tick', 'd', '{"n":1}', 'p', '0-0']]]);
     expect(await admin.get(keys.epoch)).toBe(position(id).epoch);
   });
 
@@ -413,7 +413,7 @@ describe('redis transport', () => {
     publishers.push(p);
     const id = await p.send('tick', 'x');
     expect(await admin.xrange(topicKeys(prefix, 'target').stream, '-', '+')).toEqual([
-      [streamId(id), ['e', 'tick', 'd', 'x']],
+      [streamId(id), ['e', 'tick', 'd', 'x', 'p', '0-0']],
     ]);
   });
 
