@@ -448,7 +448,14 @@ describe('Redis Cluster', () => {
         await Promise.all(loops);
         expect(failures).toEqual([]);
 
-        const promoted = await cluster.slotOwner(slot);
+        // The node asked may not have heard of the promotion yet, although the publisher has.
+        const promoted = await waitFor(
+          async () => {
+            const current = await cluster.slotOwner(slot);
+            return current !== owner ? current : undefined;
+          },
+          { timeoutMs: CONDITION_TIMEOUT_MS, what: `every live node to name a new owner of slot ${slot}` },
+        );
         expect(promoted).not.toBe(owner);
         const numbers = (await entries(promoted, stream))
           .map(([id, data]) => [id, Number(data)] as const)
