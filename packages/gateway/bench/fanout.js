@@ -5,24 +5,31 @@
 //   fanout   deliveries/s and publish->receive latency, gateway and raw baseline (--conns, --seconds, --rate)
 //   publish  SDK sendMany rate against redis-benchmark running the publish script (bench/publish-rate.js)
 //   storm    N clients reconnecting at once with Last-Event-ID, each replaying missed events (bench/storm.js)
+//   cluster  SDK publish rate and gateway fan-out on a 3+3 Redis Cluster against one redis-server, and recovery
+//            from a SIGKILLed primary (bench/cluster.js)
 //
 //   pnpm bench
 //   pnpm bench -- --only fanout --conns 1000,10000 --seconds 5 --rate 10
 //   pnpm bench -- --only storm --storm-conns 10000 --storm-replay 100
 //   pnpm bench -- --only publish --publish-events 200000 --publish-batch 128 --publish-in-flight 8 --publish-rounds 3
+//   pnpm bench -- --only cluster --cluster-rounds 3 --cluster-conns 1000 --cluster-recovery-conns 500
 //
 // Everything listens on 127.0.0.1; every process started here is stopped here, by pid.
 import { spawnSync } from 'node:child_process';
-import net from 'node:net';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
+import { CLUSTER_NODE_TIMEOUT_MS, LATE_MS, runCluster } from './cluster.js';
 import { hasTaskset, percentile, pinSelf, startRedis, startServer, stop, stopAll } from './harness.js';
 import { BENCHMARK_CLIENTS, runPublishRate, TARGET_RATIO } from './publish-rate.js';
+import { connect } from './sse-client.js';
 import { meetsTarget, runStorms, TARGET_MS } from './storm.js';
 
-const PHASES = ['fanout', 'publish', 'storm'];
+const PHASES = ['fanout', 'publish', 'storm', 'cluster'];
+// pnpm 10 hands `pnpm bench -- --only x` on with the `--`, which would end option parsing here.
+const argv = process.argv.slice(2);
 const { values: args } = parseArgs({
+  args: argv[0] === '--' ? argv.slice(1) : argv,
   options: {
     only: { type: 'string', default: PHASES.join(',') },
     conns: { type: 'string', default: '1000' },
@@ -39,6 +46,16 @@ const { values: args } = parseArgs({
     'publish-batch': { type: 'string', default: '128' },
     'publish-in-flight': { type: 'string', default: '8' },
     'publish-rounds': { type: 'string', default: '3' },
+    // The cluster phase's publishers also take --publish-batch and --publish-in-flight; its fan-out --seconds.
+    'cluster-rounds': { type: 'string', default: '3' },
+    'cluster-events': { type: 'string', default: '100000' },
+    'cluster-topics': { type: 'string', default: '64' },
+    'cluster-conns': { type: 'string', default: '1000' },
+    'cluster-topics-per-primary': { type: 'string', default: '3' },
+    'cluster-recovery-conns': { type: 'string', default: '500' },
+    'cluster-recovery-topics-per-primary': { type: 'string', default: '4' },
+    'cluster-recovery-rate': { type: 'string', default: '20' },
+    'cluster-recovery-seconds': { type: 'string', default: '20' },
   },
 });
 const phases = args.only.split(',');
@@ -55,43 +72,6 @@ const SAMPLE_EVERY = 20;
 const TOPIC = 'bench';
 const PREFIX = `bench:${process.pid}:`;
 
-/** One SSE client over a raw socket: counts frames, and (if sampled) records publish->receive latency. */
-function connect(port, sampled, stats) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const client = { socket, frames: 0, lastSeq: -1 };
-    let headersDone = false;
-    socket.setNoDelay(true);
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      socket.write(`GET /events?topic=${TOPIC} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`);
-    });
-    socket.on('data', (chunk) => {
-      if (!headersDone) {
-        if (chunk.indexOf('\r\n\r\n') < 0) return;
-        headersDone = true;
-        if (!chunk.toString('latin1', 0, 12).startsWith('HTTP/1.1 200')) {
-          reject(new Error(`stream refused: ${chunk.toString('utf8', 0, 300)}`));
-          return;
-        }
-        resolve(client);
-      }
-      let at = chunk.indexOf('data: ');
-      while (at >= 0) {
-        client.frames++;
-        if (sampled) {
-          const end = chunk.indexOf(44, at); // ','
-          const seq = Number(chunk.toString('latin1', at + 6, end));
-          const sentAt = stats.sentAt.get(seq);
-          if (sentAt !== undefined && stats.measuring) stats.latencies.push(performance.now() - sentAt);
-          client.lastSeq = seq;
-        }
-        at = chunk.indexOf('data: ', at + 6);
-      }
-    });
-  });
-}
-
 async function runOne(kind, redisUrl, conns) {
   const { server, port } = await startServer(kind, { redisUrl, prefix: PREFIX, gzip: args.gzip });
 
@@ -107,7 +87,7 @@ async function runOne(kind, redisUrl, conns) {
   const connectStart = performance.now();
   for (let i = 0; i < conns; i += 200) {
     const batch = [];
-    for (let j = i; j < Math.min(conns, i + 200); j++) batch.push(connect(port, j % SAMPLE_EVERY === 0, stats));
+    for (let j = i; j < Math.min(conns, i + 200); j++) batch.push(connect(port, TOPIC, j % SAMPLE_EVERY === 0, stats));
     clients.push(...(await Promise.all(batch)));
   }
   const connectMs = performance.now() - connectStart;
@@ -272,6 +252,92 @@ async function publishPhase(redis) {
   );
 }
 
+async function clusterPhase() {
+  const options = {
+    prefix: PREFIX,
+    eventBytes: EVENT_BYTES,
+    rounds: Number(args['cluster-rounds']),
+    publishEvents: Number(args['cluster-events']),
+    publishTopics: Number(args['cluster-topics']),
+    batch: Number(args['publish-batch']),
+    inFlight: Number(args['publish-in-flight']),
+    fanoutConns: Number(args['cluster-conns']),
+    fanoutTopicsPerPrimary: Number(args['cluster-topics-per-primary']),
+    seconds: SECONDS,
+    recoveryConns: Number(args['cluster-recovery-conns']),
+    recoveryTopicsPerPrimary: Number(args['cluster-recovery-topics-per-primary']),
+    recoveryRate: Number(args['cluster-recovery-rate']),
+    recoverySeconds: Number(args['cluster-recovery-seconds']),
+  };
+  const { publish, fanout, recovery } = await runCluster(options);
+  console.log(
+    `\nRedis Cluster: 3 primaries + 3 replicas (cluster-node-timeout ${CLUSTER_NODE_TIMEOUT_MS} ms) against one ` +
+      `redis-server, same run, alternating over ${options.rounds} rounds; ` +
+      `${hasTaskset ? 'every Redis on CPU 1 with the load, gateway and SDK publisher on CPU 0' : 'unpinned'}. ` +
+      "On this machine the 3 primaries share one core: the ratios measure the cluster path's overhead, not scale-out.",
+  );
+  const pct = (busy) => `${Math.round(busy * 100)}%`;
+  console.log(
+    `\nSDK publish rate on the cluster, ${options.publishEvents} events per run: sendMany of ${options.batch} events ` +
+      `round-robin over ${options.publishTopics} topics (${publish.topicSpread} per primary), ` +
+      `${options.inFlight} calls in flight, 1 connection per node`,
+  );
+  console.log('| round | single events/s | cluster events/s | cluster / single | SDK CPU busy single | cluster |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  const publishRow = (label, r) =>
+    `| ${label} | ${Math.round(r.single)} | ${Math.round(r.cluster)} | ${r.ratio.toFixed(2)} | ` +
+    `${pct(r.singleBusy)} | ${pct(r.clusterBusy)} |`;
+  for (const [index, r] of publish.rounds.entries()) console.log(publishRow(index + 1, r));
+  console.log(publishRow('median', publish.median));
+
+  console.log(
+    `\nGateway fan-out on the cluster: ${options.fanoutConns} connections over ${fanout.topics} topics ` +
+      `(${options.fanoutTopicsPerPrimary} per primary), ${SECONDS}s saturated`,
+  );
+  console.log(
+    '| round | single deliveries/s | cluster deliveries/s | cluster / single | gateway CPU single | cluster | ' +
+      'deliveries per gateway write syscall single | cluster |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  const fanoutRow = (label, r) =>
+    `| ${label} | ${Math.round(r.single)} | ${Math.round(r.cluster)} | ${r.ratio.toFixed(2)} | ` +
+    `${pct(r.singleBusy)} | ${pct(r.clusterBusy)} | ${r.singleDeliveriesPerWrite.toFixed(1)} | ` +
+    `${r.clusterDeliveriesPerWrite.toFixed(1)} |`;
+  for (const [index, r] of fanout.rounds.entries()) console.log(fanoutRow(index + 1, r));
+  console.log(fanoutRow('median', fanout.median));
+
+  const r = recovery;
+  const ms = (value) => (Number.isFinite(value) ? value.toFixed(0) : String(value));
+  console.log(
+    `\nRecovery: SIGKILL of the primary owning ${r.victimTopics} of ${r.topics} topics, ${r.conns} clients, ` +
+      `${r.eventsPerSecond} events/s (1 send per topic per tick), observed ${options.recoverySeconds}s; times from ` +
+      `the kill; caught up = the last event held up by the fault (> ${LATE_MS} ms from send to its last client) ` +
+      'reached its last client',
+  );
+  console.log(
+    '| all caught up ms | replica promoted ms | cluster_state fail ms | first ack on the killed topics ms | ' +
+      'longest publish ms | gateway unready ms | publishes failed (maybe stored) | clients with gateway.reset | ' +
+      'acked deliveries missing | late events (on other primaries, their caught up ms) | dups | reconnects | ' +
+      'normal p99 ms |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  const span = (from, to) => (Number.isNaN(from) ? 'never' : `${ms(from)}-${ms(to)}`);
+  const unready = span(r.unreadyFromMs, r.unreadyToMs);
+  console.log(
+    `| ${ms(r.caughtUpMs)}${r.unfinished ? ' (still catching up at the end)' : ''} | ${ms(r.promotedMs)} | ` +
+      `${span(r.clusterFailFromMs, r.clusterFailToMs)} | ` +
+      `${ms(r.publishResumedMs)} | ${ms(r.longestPublishMs)} | ${unready} | ${r.failed} (${r.failedMaybeStored}) | ` +
+      `${r.resetClients} (${r.resetReasons}) | ${r.missing} (+${r.missingAfterReset} after a reset) | ` +
+      `${r.late} of ${r.acked} (${r.lateElsewhere}, ${ms(r.lateElsewhereCaughtUpMs)}) | ${r.dups} | ${r.reconnects} | ${ms(r.normalP99Ms)} |`,
+  );
+  console.log(
+    `killed at ${r.killedAt}, ${ms(r.gatewayAgeAtKillMs)} ms after the gateway started; ` +
+      `events held up on the other primaries: ${r.lateElsewhere}, their longest publish ` +
+      `${ms(r.lateElsewherePublishMs)} ms, the last of them delivered ${ms(r.lateElsewhereCaughtUpMs)} ms after the kill`,
+  );
+  if (r.failed > 0) console.log(`failed publishes: ${r.failureKinds}`);
+}
+
 async function main() {
   const redis = await startRedis();
   pinSelf(1);
@@ -281,13 +347,19 @@ async function main() {
       `${LATENCY_RATE} msg/s, gzip ${args.gzip}, pinning ${hasTaskset ? 'servers to CPU 0, rest to CPU 1' : 'off'}`,
   );
   if (phases.includes('fanout')) await fanoutPhase(redis.url);
-  // The storm goes last: it leaves thousands of closing sockets and a large Redis heap behind.
   if (phases.includes('publish')) await publishPhase(redis);
+  // The storm leaves thousands of closing sockets and a large Redis heap behind: only the cluster phase, with
+  // Redis processes of its own, comes after it.
   if (phases.includes('storm')) await stormPhase(redis.url);
+  if (phases.includes('cluster')) await clusterPhase();
 }
 
 try {
   await main();
 } finally {
   await stopAll();
+  // A Redis Cluster client of the SDK can keep its 5 s slot-refresh timer armed after publisher.close() (seen
+  // once after the cluster phase, the process idle with no socket left): exit rather than hang. An error
+  // thrown above ends the process before this fires.
+  setTimeout(() => process.exit(), 1000).unref();
 }

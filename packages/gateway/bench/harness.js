@@ -15,9 +15,18 @@ function pin(cpu, command, argv) {
   return hasTaskset ? ['taskset', ['-c', String(cpu), command, ...argv]] : [command, argv];
 }
 
-/** Pins every thread of this process: `taskset -p` without `-a` would move the main thread only. */
+/** Pins every thread of a running process: `taskset -p` without `-a` would move the main thread only. */
+export function pinPid(pid, cpu) {
+  if (hasTaskset) spawnSync('taskset', ['-a', '-cp', String(cpu), String(pid)]);
+}
+
 export function pinSelf(cpu) {
-  if (hasTaskset) spawnSync('taskset', ['-a', '-cp', String(cpu), String(process.pid)]);
+  pinPid(process.pid, cpu);
+}
+
+/** Records a child spawned elsewhere (src/cluster/local-redis.ts) so that stopAll stops it too, by pid. */
+export function adopt(child) {
+  started.push(child);
 }
 
 /** The open-file limit this process and its children run under (Infinity when unlimited). */
@@ -101,14 +110,14 @@ export function stopAll() {
 /** Redis on CPU 1, next to the load generator; the server under test gets CPU 0 to itself. */
 export async function startRedis() {
   const port = await freePort();
-  await start(
+  const child = await start(
     1,
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
     {},
     'Ready to accept connections',
   );
-  return { port, url: `redis://127.0.0.1:${port}` };
+  return { port, url: `redis://127.0.0.1:${port}`, child };
 }
 
 /**

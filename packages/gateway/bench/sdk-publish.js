@@ -1,7 +1,8 @@
-// Child process of the publish phase (bench/publish-rate.js): publishes --events events with the SDK's
-// sendMany, --batch events per call and --in-flight calls outstanding, then prints the time taken and the
-// number of events stored (warm-up included) and its CPU use as JSON. A process of its own so it can be pinned to a CPU,
-// like redis-benchmark.
+// Child process of the publish phases (bench/publish-rate.js, bench/cluster.js): publishes --events events
+// with the SDK's sendMany, --batch events per call and --in-flight calls outstanding, then prints the time
+// taken and the number of events stored (warm-up included) and its CPU use as JSON. With --topics N > 1 the
+// events of each batch go round-robin to topics `<topic>/0` ... `<topic>/N-1` (on a cluster: many slots).
+// A process of its own so it can be pinned to a CPU, like redis-benchmark.
 import { parseArgs } from 'node:util';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
 
@@ -10,6 +11,7 @@ const { values: args } = parseArgs({
     redis: { type: 'string' },
     prefix: { type: 'string' },
     topic: { type: 'string' },
+    topics: { type: 'string', default: '1' },
     events: { type: 'string' },
     batch: { type: 'string' },
     'in-flight': { type: 'string' },
@@ -26,7 +28,11 @@ const publisher = createPublisher({
   maxLength: Number(args['max-length']),
   maxAgeMs: 0,
 });
-const batch = Array.from({ length: batchSize }, () => ({ data: 'x'.repeat(Number(args.size)) }));
+const topics = Number(args.topics);
+const data = 'x'.repeat(Number(args.size));
+const batch = Array.from({ length: batchSize }, (_, i) =>
+  topics > 1 ? { topic: `${args.topic}/${i % topics}`, data } : { data },
+);
 
 // Warm-up: the connection is up and the script cached in Redis before the clock starts, as for redis-benchmark.
 let stored = (await publisher.sendMany(batch)).length;
