@@ -254,7 +254,9 @@ export class ShardedSubscriptions implements Subscriptions {
     for (const [channel, shard] of this.#owner) {
       if (this.#cluster.slots[slotOf(channel)]?.[0] !== shard.address) moved.push(channel);
     }
-    if (moved.length > 0) this.#relocate(moved);
+    if (moved.length === 0) return;
+    this.#log.info({ channels: moved.length }, 'slots changed owner; channels follow them');
+    this.#relocate(moved);
   }
 
   /** Subscribes `channels` again at their current owners and tells the engine they were lost until then. */
