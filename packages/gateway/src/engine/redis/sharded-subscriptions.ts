@@ -9,12 +9,8 @@ import { type Cluster, Command, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { HealthOptions } from './connections.js';
 import { PingMonitor } from './ping-monitor.js';
+import { type Batch, type SubscriptionRequest as Request, SubscriptionBatch } from './subscription-batch.js';
 import type { SubscriptionEvents, Subscriptions } from './subscriptions.js';
-
-interface Request {
-  readonly resolve: () => void;
-  readonly reject: (error: unknown) => void;
-}
 
 /** One primary's subscriber connection and the channels it holds. */
 interface Shard {
@@ -43,8 +39,7 @@ export class ShardedSubscriptions implements Subscriptions {
   readonly #shards = new Map<string, Shard>();
   /** Channel -> the shard holding it. */
   readonly #owner = new Map<string, Shard>();
-  readonly #pending = new Map<string, Request[] | null>();
-  #flushHandle: NodeJS.Immediate | undefined;
+  readonly #batch = new SubscriptionBatch((batch) => this.#flush(batch));
   #closed = false;
 
   constructor(cluster: Cluster, health: HealthOptions, events: SubscriptionEvents, log: Logger) {
@@ -64,20 +59,11 @@ export class ShardedSubscriptions implements Subscriptions {
   }
 
   request(channel: string): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error('engine is closed'));
-    return new Promise<void>((resolve, reject) => {
-      const waiting = this.#pending.get(channel);
-      if (waiting) waiting.push({ resolve, reject });
-      else this.#pending.set(channel, [{ resolve, reject }]);
-      this.#schedule();
-    });
+    return this.#batch.request(channel);
   }
 
   release(channel: string): void {
-    if (this.#closed) return;
-    for (const request of this.#pending.get(channel) ?? []) request.resolve();
-    this.#pending.set(channel, null);
-    this.#schedule();
+    if (!this.#closed) this.#batch.release(channel);
   }
 
   /**
@@ -94,10 +80,7 @@ export class ShardedSubscriptions implements Subscriptions {
 
   close(): void {
     this.#closed = true;
-    if (this.#flushHandle) clearImmediate(this.#flushHandle);
-    const closed = new Error('engine is closed');
-    for (const requests of this.#pending.values()) for (const request of requests ?? []) request.reject(closed);
-    this.#pending.clear();
+    this.#batch.close();
     for (const shard of this.#shards.values()) {
       shard.monitor.stop();
       shard.client.disconnect();
@@ -105,28 +88,16 @@ export class ShardedSubscriptions implements Subscriptions {
     this.#shards.clear();
   }
 
-  #schedule(): void {
-    this.#flushHandle ??= setImmediate(() => this.#flush());
-  }
-
-  #flush(): void {
-    this.#flushHandle = undefined;
-    const subscribing = new Map<string, Request[]>();
-    for (const [channel, waiting] of this.#pending) {
-      if (waiting) {
-        subscribing.set(channel, waiting);
-      } else {
-        const shard = this.#owner.get(channel);
-        if (shard?.held.delete(channel)) {
-          this.#owner.delete(channel);
-          shard.client.sunsubscribe(channel).catch((error: unknown) => {
-            this.#log.debug({ err: error }, 'SUNSUBSCRIBE failed');
-          });
-        }
-      }
+  #flush(batch: Batch): void {
+    for (const channel of batch.release) {
+      const shard = this.#owner.get(channel);
+      if (!shard?.held.delete(channel)) continue;
+      this.#owner.delete(channel);
+      shard.client.sunsubscribe(channel).catch((error: unknown) => {
+        this.#log.debug({ err: error }, 'SUNSUBSCRIBE failed');
+      });
     }
-    this.#pending.clear();
-    if (subscribing.size > 0) void this.#subscribe(subscribing, 1);
+    if (batch.subscribe.size > 0) void this.#subscribe(batch.subscribe, 1);
   }
 
   /**

@@ -6,6 +6,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { type Batch, SubscriptionBatch } from './subscription-batch.js';
 
 export interface SubscriptionEvents {
   /** A live message on a held channel. */
@@ -26,20 +27,13 @@ export interface Subscriptions {
   release(channel: string): void;
 }
 
-interface Request {
-  readonly resolve: () => void;
-  readonly reject: (error: unknown) => void;
-}
-
 export class ChannelSubscriptions implements Subscriptions {
   readonly #subscriber: Redis;
   readonly #events: SubscriptionEvents;
   readonly #log: Logger;
   /** Channels whose last command sent was a SUBSCRIBE. */
   readonly #held = new Set<string>();
-  /** What the next batch does per channel: the requests waiting for its SUBSCRIBE, or null to release it. */
-  readonly #pending = new Map<string, Request[] | null>();
-  #flushHandle: NodeJS.Immediate | undefined;
+  readonly #batch = new SubscriptionBatch((batch) => this.#flush(batch));
   #wasReady = false;
   #closed = false;
 
@@ -54,21 +48,11 @@ export class ChannelSubscriptions implements Subscriptions {
   }
 
   request(channel: string): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error('engine is closed'));
-    return new Promise<void>((resolve, reject) => {
-      const waiting = this.#pending.get(channel);
-      if (waiting) waiting.push({ resolve, reject });
-      else this.#pending.set(channel, [{ resolve, reject }]);
-      this.#schedule();
-    });
+    return this.#batch.request(channel);
   }
 
   release(channel: string): void {
-    if (this.#closed) return;
-    // A request released in the same turn is answered at once; its caller has moved on.
-    for (const request of this.#pending.get(channel) ?? []) request.resolve();
-    this.#pending.set(channel, null);
-    this.#schedule();
+    this.#batch.release(channel);
   }
 
   /** The subscriber connection's readiness is part of the connections' own. */
@@ -78,32 +62,15 @@ export class ChannelSubscriptions implements Subscriptions {
 
   close(): void {
     this.#closed = true;
-    if (this.#flushHandle) clearImmediate(this.#flushHandle);
-    const closed = new Error('engine is closed');
-    for (const requests of this.#pending.values()) for (const request of requests ?? []) request.reject(closed);
-    this.#pending.clear();
+    this.#batch.close();
   }
 
-  #schedule(): void {
-    this.#flushHandle ??= setImmediate(() => this.#flush());
-  }
-
-  #flush(): void {
-    this.#flushHandle = undefined;
-    const subscribing: string[] = [];
-    const requests: Request[] = [];
-    const unsubscribing: string[] = [];
-    for (const [channel, waiting] of this.#pending) {
-      if (waiting) {
-        // Sent even when the channel is held already: the new request needs its own confirmation.
-        subscribing.push(channel);
-        requests.push(...waiting);
-        this.#held.add(channel);
-      } else if (this.#held.delete(channel)) {
-        unsubscribing.push(channel);
-      }
-    }
-    this.#pending.clear();
+  #flush(batch: Batch): void {
+    const subscribing = [...batch.subscribe.keys()];
+    const requests = [...batch.subscribe.values()].flat();
+    // Sent even for channels held already: each new request needs its own confirmation.
+    for (const channel of subscribing) this.#held.add(channel);
+    const unsubscribing = batch.release.filter((channel) => this.#held.delete(channel));
     if (unsubscribing.length > 0) {
       this.#subscriber.unsubscribe(...unsubscribing).catch((error: unknown) => {
         // Harmless: messages of released channels are ignored, and a reconnect only resubscribes held ones.
@@ -120,7 +87,7 @@ export class ChannelSubscriptions implements Subscriptions {
         this.#events.error(error);
         this.#log.warn({ err: error, channels: subscribing.length }, 'SUBSCRIBE failed');
         // Only channels nobody asked for again meanwhile are dropped; the others await their own batch.
-        for (const channel of subscribing) if (!this.#pending.has(channel)) this.#held.delete(channel);
+        for (const channel of subscribing) if (!this.#batch.has(channel)) this.#held.delete(channel);
         for (const request of requests) request.reject(error);
       },
     );
