@@ -19,6 +19,8 @@ interface Shard {
   readonly monitor: PingMonitor;
   readonly held: Set<string>;
   wasReady: boolean;
+  /** Re-reads the slot map while the shard is down and still holds channels (see #watchWhileDown). */
+  downWatch: NodeJS.Timeout | undefined;
 }
 
 /**
@@ -30,6 +32,12 @@ const MAX_RESUBSCRIBE_BACKOFF_MS = 2000;
 const DISCONNECT_TIMEOUT_MS = 100;
 /** Pause before each further SSUBSCRIBE attempt, times the attempt: a failover takes seconds to settle. */
 const RESUBSCRIBE_BACKOFF_MS = 250;
+/**
+ * While a shard holding channels is disconnected, the slot map is re-read this often, so its channels follow
+ * a promoted replica within a fraction of a second instead of at the cluster client's next periodic refresh
+ * (a node that publishes nothing itself learns of a failover no other way).
+ */
+const DOWN_SLOT_REFRESH_MS = 500;
 
 export class ShardedSubscriptions implements Subscriptions {
   readonly #cluster: Cluster;
@@ -81,11 +89,7 @@ export class ShardedSubscriptions implements Subscriptions {
   close(): void {
     this.#closed = true;
     this.#batch.close();
-    for (const shard of this.#shards.values()) {
-      shard.monitor.stop();
-      shard.client.disconnect();
-    }
-    this.#shards.clear();
+    for (const shard of this.#shards.values()) this.#dropShard(shard);
   }
 
   #flush(batch: Batch): void {
@@ -189,7 +193,7 @@ export class ShardedSubscriptions implements Subscriptions {
         this.#log.warn({ shard: address, waitedMs }, 'a shard stopped answering; reconnecting its subscriber');
       },
     });
-    const shard: Shard = { address, client, monitor, held: new Set(), wasReady: false };
+    const shard: Shard = { address, client, monitor, held: new Set(), wasReady: false, downWatch: undefined };
     this.#shards.set(address, shard);
     client.on('smessage', (channel: string, text: string) => {
       if (shard.held.has(channel)) this.#events.message(channel, text);
@@ -198,6 +202,7 @@ export class ShardedSubscriptions implements Subscriptions {
       // Counted and logged by the engine's connection watch once per episode; a shard retries by itself.
     });
     client.on('ready', () => this.#onShardReady(shard));
+    client.on('close', () => this.#watchWhileDown(shard));
     // The server dropped a channel whose slot moved away (unsolicited SUNSUBSCRIBE; ioredis does not say
     // which): every channel of the shard is subscribed again where its slot now lives, and refilled.
     client.on('moved', () => {
@@ -251,10 +256,35 @@ export class ShardedSubscriptions implements Subscriptions {
     const owners = new Set(Object.values(this.#cluster.slots).map((slot) => slot?.[0]));
     for (const [address, shard] of this.#shards) {
       if (shard.held.size > 0 || owners.has(address)) continue;
-      shard.monitor.stop();
-      shard.client.disconnect();
-      this.#shards.delete(address);
+      this.#dropShard(shard);
     }
+  }
+
+  #dropShard(shard: Shard): void {
+    clearTimeout(shard.downWatch);
+    shard.downWatch = undefined;
+    shard.monitor.stop();
+    shard.client.disconnect();
+    this.#shards.delete(shard.address);
+  }
+
+  /**
+   * A shard's connection closed: if its primary died, a replica takes its slots once the cluster agrees
+   * (cluster-node-timeout). Until the shard reconnects or its channels have moved, the slot map is re-read
+   * every DOWN_SLOT_REFRESH_MS; each refresh lets #followSlotMap move channels whose slot has a new owner.
+   */
+  #watchWhileDown(shard: Shard): void {
+    if (shard.downWatch || this.#closed) return;
+    const tick = () => {
+      shard.downWatch = undefined;
+      if (this.#closed || this.#shards.get(shard.address) !== shard) return;
+      if (shard.client.status === 'ready' || shard.held.size === 0) return;
+      this.#cluster.refreshSlotsCache();
+      shard.downWatch = setTimeout(tick, DOWN_SLOT_REFRESH_MS);
+      shard.downWatch.unref();
+    };
+    shard.downWatch = setTimeout(tick, DOWN_SLOT_REFRESH_MS);
+    shard.downWatch.unref();
   }
 
   #refreshSlots(): Promise<void> {
