@@ -3,18 +3,17 @@
  * (hono's web-stream SSE helper costs a promise per write per connection) and hands it to the hub.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Writable } from 'node:stream';
-import { createGzip, constants as zlibConstants } from 'node:zlib';
-import type { HttpBindings } from '@hono/node-server';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Http2Bindings, HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { ORIGIN } from '@sse-gateway/publisher-sdk/protocol';
 import type { Context } from 'hono';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Engine } from '../engine/engine.js';
-import { answerRetryOnly, Connection } from '../hub/connection.js';
+import { Connection } from '../hub/connection.js';
 import type { Hub } from '../hub/hub.js';
-import { encodeRetry } from '../sse/frame.js';
+import { createSink } from '../sink/create-sink.js';
 import { SSE_HEADERS } from '../sse/headers.js';
 import type { Access } from './auth/access.js';
 import type { ConnectionLimits } from './connection-limits.js';
@@ -49,7 +48,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
   /** RETRY_MS plus this connection's random share of RETRY_JITTER. */
   const retryHintMs = () => config.retryMs * (1 + config.retryJitter * deps.random());
 
-  return async (c: Context<{ Bindings: HttpBindings }>) => {
+  return async (c: Context<{ Bindings: HttpBindings | Http2Bindings }>) => {
     const unavailable = hub.draining
       ? new GatewayError(503, 'draining', 'this node is shutting down; reconnect to another', { 'Retry-After': '1' })
       : !engine.isReady()
@@ -61,7 +60,10 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       // EventSource gives up for good on any error status: it gets an empty stream with a retry hint and
       // comes back (through the balancer, to another node) by itself. Other clients get the 503.
       if (!/\btext\/event-stream\b/.test(requestHeader(c, 'accept') ?? '')) throw unavailable;
-      answerRetryOnly(c.env.outgoing, streamHeaders(cors.responseHeaders(requestHeader(c, 'origin'))), retryHintMs());
+      createSink(c.env.outgoing, { gzip: false }).answerRetryOnly(
+        streamHeaders(cors.responseHeaders(requestHeader(c, 'origin'))),
+        retryHintMs(),
+      );
       return RESPONSE_ALREADY_SENT;
     }
     const topics = parseTopics(c.req.queries('topic'), config.maxTopicsPerConnection);
@@ -78,21 +80,20 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       release();
       throw error;
     }
-    if (incoming.destroyed || outgoing.socket?.destroyed !== false) {
+    const useGzip = config.gzip && /\bgzip\b/.test(requestHeader(c, 'accept-encoding') ?? '');
+    const sink = createSink(outgoing, { gzip: useGzip });
+    if (incoming.destroyed || sink.gone) {
       // The client left while its credentials were checked: no 'close' will come for listeners added now.
       release();
       return RESPONSE_ALREADY_SENT;
     }
-    const useGzip = config.gzip && /\bgzip\b/.test(requestHeader(c, 'accept-encoding') ?? '');
     const origin = requestHeader(c, 'origin');
-    const output = useGzip ? pipeThroughGzip(outgoing) : outgoing;
     const now = Date.now();
     const connection = new Connection({
       id: nextConnectionId++,
       topics,
       positions: resume ? [...resume] : topics.map(() => ORIGIN),
-      response: outgoing,
-      output,
+      sink,
       maxBufferedBytes: config.maxBufferedBytes,
       now,
       closeAt:
@@ -116,27 +117,13 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       },
       'connection opened',
     );
-    void hub.open(connection, resume, () => {
-      outgoing.writeHead(
-        200,
-        useGzip
-          ? { ...connection.headers, 'Content-Encoding': 'gzip', Vary: varyWith(connection.headers, 'Accept-Encoding') }
-          : connection.headers,
-      );
-      output.write(encodeRetry(connection.retryHintMs));
-    });
+    void hub.open(connection, resume, () => connection.start());
     return RESPONSE_ALREADY_SENT;
   };
 }
 
-/** Adds a header name to Vary without dropping the ones already there (CORS adds `Origin`). */
-function varyWith(headers: Readonly<Record<string, string>>, name: string): string {
-  const existing = Object.entries(headers).find(([key]) => key.toLowerCase() === 'vary')?.[1];
-  return existing ? `${existing}, ${name}` : name;
-}
-
 /** The peer address, or the address the (trusted) load balancer saw: the last X-Forwarded-For entry. */
-function clientAddress(incoming: IncomingMessage, trustProxy: boolean): string | undefined {
+function clientAddress(incoming: IncomingMessage | Http2ServerRequest, trustProxy: boolean): string | undefined {
   const forwarded = trustProxy ? incoming.headers['x-forwarded-for'] : undefined;
   if (typeof forwarded === 'string' && forwarded.length > 0) {
     const last = forwarded.slice(forwarded.lastIndexOf(',') + 1).trim();
@@ -145,22 +132,14 @@ function clientAddress(incoming: IncomingMessage, trustProxy: boolean): string |
   return incoming.socket.remoteAddress;
 }
 
-function pipeThroughGzip(response: ServerResponse): Writable {
-  // SYNC_FLUSH after every write: each event reaches the client now, not when the deflate window fills.
-  const gzip = createGzip({ flush: zlibConstants.Z_SYNC_FLUSH });
-  gzip.pipe(response);
-  response.once('close', () => gzip.destroy());
-  return gzip;
-}
-
 /**
  * The response's 'close' fires once whatever ended the exchange (it follows any socket error), so one
  * listener covers a hang-up and frees the admission slot; errors need a listener only so they are not
  * thrown. Plain `on`: `once` would wrap each listener in a bound function and a state object.
  */
 function watchClientHangUp(
-  incoming: IncomingMessage,
-  outgoing: ServerResponse,
+  incoming: IncomingMessage | Http2ServerRequest,
+  outgoing: ServerResponse | Http2ServerResponse,
   connection: Connection,
   release: () => void,
 ): void {

@@ -1,18 +1,16 @@
 /**
- * One SSE client. Writes pre-encoded bytes straight to Node's ServerResponse (or its gzip stream),
- * remembers the last position sent per topic so ids resume every topic exactly, and holds live events
- * in a bounded queue while history replays. No timers, streams or encoding of its own on the hot path:
- * the hub's single sweep checks budgets and timeouts.
+ * One SSE client. Writes pre-encoded bytes straight to its sink (an HTTP/1.1 response, an HTTP/2 stream,
+ * gzip in front of either), remembers the last position sent per topic so ids resume every topic exactly,
+ * and holds live events in a bounded queue while history replays. No timers, streams or encoding of its
+ * own on the hot path: the hub's single sweep checks budgets and timeouts. Nothing here knows the transport.
  */
-import type { ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
-import type { Writable } from 'node:stream';
 import {
   comparePositions,
   formatPosition,
   MULTI_TOPIC_SEPARATOR,
   type Position,
 } from '@sse-gateway/publisher-sdk/protocol';
+import type { StreamSink } from '../sink/stream-sink.js';
 import { encodeFrame, encodeRetry, HEARTBEAT } from '../sse/frame.js';
 import { RESET_EVENT, type ResetReason, TOKEN_EXPIRED_EVENT } from '../sse/reserved-events.js';
 import type { Delivery, ReplayChunk } from './delivery.js';
@@ -26,19 +24,6 @@ export type CloseReason =
   | 'token-expired'
   | 'shutdown'
   | 'error';
-
-/**
- * Answers an event stream that holds only a `retry:` hint and ends with its TCP connection: EventSource
- * reconnects after the hint (through the balancer, elsewhere) instead of reusing this connection.
- */
-export function answerRetryOnly(
-  response: ServerResponse,
-  headers: Readonly<Record<string, string>>,
-  retryMs: number,
-): void {
-  response.once('finish', () => response.socket?.end());
-  response.writeHead(200, headers).end(encodeRetry(retryMs));
-}
 
 /** An engine gap notice queued in flow order while the connection replays history. */
 interface PendingGap {
@@ -60,9 +45,8 @@ export interface ConnectionOptions {
   readonly topics: readonly string[];
   /** Last position seen per topic (aligned with `topics`); ORIGIN-like when starting fresh. */
   readonly positions: Position[];
-  readonly response: ServerResponse;
-  /** Where bytes go: the response itself, or a gzip stream piped into it. */
-  readonly output: Writable;
+  /** Where the stream's bytes go. */
+  readonly sink: StreamSink;
   readonly maxBufferedBytes: number;
   readonly now: number;
   /** Absolute time after which the hub's sweep closes the connection (max age); Infinity = never. */
@@ -80,9 +64,7 @@ export class Connection {
   readonly id: number;
   readonly topics: readonly string[];
   readonly positions: Position[];
-  readonly response: ServerResponse;
-  readonly socket: Socket;
-  readonly output: Writable;
+  readonly sink: StreamSink;
   readonly openedAt: number;
   readonly closeAt: number;
   readonly expiresAt: number;
@@ -115,9 +97,7 @@ export class Connection {
     this.id = options.id;
     this.topics = options.topics;
     this.positions = options.positions;
-    this.response = options.response;
-    this.socket = options.response.socket as Socket;
-    this.output = options.output;
+    this.sink = options.sink;
     this.#maxBufferedBytes = options.maxBufferedBytes;
     this.openedAt = options.now;
     this.#lastEventAt = options.now;
@@ -133,10 +113,15 @@ export class Connection {
     return this.#pending === null;
   }
 
-  /** Bytes accepted but not yet handed to the kernel. */
+  /** Bytes accepted but not yet taken by the transport. */
   get bufferedBytes(): number {
-    const response = this.response.writableLength;
-    return this.output === this.response ? response : response + this.output.writableLength;
+    return this.sink.bufferedBytes;
+  }
+
+  /** Sends the stream's head and its `retry:` hint: from now on events may flow. */
+  start(): void {
+    this.sink.start(this.headers);
+    this.sink.write(encodeRetry(this.retryHintMs));
   }
 
   /** Hot path: called by the hub for every publication of one of this connection's topics. */
@@ -192,15 +177,7 @@ export class Connection {
   /** Resolves once the backlog is below half the budget, or the connection closed; replay's backpressure. */
   whenWritable(): Promise<void> {
     if (this.closed || this.bufferedBytes < this.#maxBufferedBytes / 2) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        this.output.off('drain', done);
-        this.response.off('close', done);
-        resolve();
-      };
-      this.output.once('drain', done);
-      this.response.once('close', done);
-    });
+    return new Promise((resolve) => this.sink.onceWritable(resolve));
   }
 
   /**
@@ -256,8 +233,8 @@ export class Connection {
     if (this.bufferedBytes === 0) {
       this.#stalledSince = 0;
     } else {
-      // Progress = bytes the kernel accepted; a slow but moving reader is not a timeout.
-      const flushed = this.socket.bytesWritten - this.socket.writableLength;
+      // Progress = bytes the transport took; a slow but moving reader is not a timeout.
+      const flushed = this.sink.flushedBytes;
       if (flushed !== this.#flushedMark || this.#stalledSince === 0) {
         this.#flushedMark = flushed;
         this.#stalledSince = now;
@@ -278,7 +255,7 @@ export class Connection {
       this.writeTokenExpired();
       return 'token-expired';
     }
-    if (heartbeatDue && this.response.headersSent) {
+    if (heartbeatDue && this.sink.started) {
       if (!this.#wroteSinceHeartbeat) this.writeHeartbeat();
       this.#wroteSinceHeartbeat = false;
     }
@@ -290,20 +267,16 @@ export class Connection {
     this.closed = true;
     this.closeReason = reason;
     this.#pending = null;
-    if (!this.response.headersSent && reason !== 'client-closed') {
+    if (!this.sink.started && reason !== 'client-closed') {
       // Not attached yet (engine failure, drain during a reconnect storm). Any error status, or a 200
       // that is not an event stream, makes EventSource give up for good: answer an empty event stream
       // with a retry hint instead, so the client simply reconnects (elsewhere) and resumes.
-      if (this.output !== this.response) this.output.destroy();
-      answerRetryOnly(this.response, this.headers, this.retryHintMs);
+      this.sink.answerRetryOnly(this.headers, this.retryHintMs);
     } else if (reason === 'client-closed' || reason === 'slow-consumer' || reason === 'write-timeout') {
       // Nothing more can or should reach this client: drop its backlog instead of flushing it.
-      this.response.destroy();
+      this.sink.abort();
     } else {
-      // End the TCP connection with the stream: a reconnect must not reuse it (it would get this node's 503).
-      this.response.once('finish', () => this.socket.end());
-      if (this.output !== this.response) this.output.end();
-      else this.response.end();
+      this.sink.end();
     }
     this.onClose?.(this);
   }
@@ -347,12 +320,12 @@ export class Connection {
   #write(bytes: Buffer): void {
     // Before the stream is attached its head is not written yet: nothing may go out (a write would send
     // implicit 200 headers without the event-stream type).
-    if (this.closed || !this.response.headersSent) return;
+    if (this.closed || !this.sink.started) return;
     if (this.bufferedBytes > this.#maxBufferedBytes) {
       this.close('slow-consumer');
       return;
     }
-    this.output.write(bytes);
+    this.sink.write(bytes);
     this.#wroteSinceHeartbeat = true;
   }
 }
