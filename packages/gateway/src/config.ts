@@ -5,6 +5,7 @@
 import { createPublicKey } from 'node:crypto';
 import { DEFAULT_KEY_PREFIX } from '@sse-gateway/publisher-sdk/protocol';
 import { parseRedisUrl, type RedisTarget } from '@sse-gateway/publisher-sdk/redis-target';
+import { loadTlsFiles, TlsFilesError } from './server/tls-files.js';
 
 export interface Config {
   /** TCP port. Default 8080. */
@@ -112,6 +113,16 @@ export interface Config {
   readonly headersTimeoutMs: number;
   /** Time a client has to send its whole request, body included (not the response). Default 30 s. */
   readonly requestTimeoutMs: number;
+  /** PEM certificate (chain) file; with TLS_KEY the port speaks HTTPS with HTTP/2 and HTTP/1.1. Reloaded on SIGHUP. */
+  readonly tlsCert: string | undefined;
+  /** PEM private key file of TLS_CERT. */
+  readonly tlsKey: string | undefined;
+  /** Cleartext HTTP/2 (prior knowledge) next to HTTP/1.1 on a plain port, for proxies. Default false. */
+  readonly h2c: boolean;
+  /** Streams one HTTP/2 connection may hold open; more are refused (RST_STREAM). Default 128. */
+  readonly h2MaxConcurrentStreams: number;
+  /** HTTP/2 flow-control window per stream, in bytes. Default 65535. */
+  readonly h2InitialWindowSize: number;
 }
 
 interface Setting<K extends keyof Config> {
@@ -553,7 +564,35 @@ const ACCESS_AND_LIMIT_SETTINGS = {
   },
 } satisfies Partial<SettingsTable>;
 
-const SETTINGS: SettingsTable = { ...GENERAL_SETTINGS, ...ACCESS_AND_LIMIT_SETTINGS };
+const SERVER_SETTINGS = {
+  tlsCert: {
+    env: 'TLS_CERT',
+    default: '',
+    doc: 'PEM certificate file: HTTPS with HTTP/2 + HTTP/1.1 on PORT (reloaded on SIGHUP)',
+    parse: optionalText,
+  },
+  tlsKey: { env: 'TLS_KEY', default: '', doc: 'PEM private key file of TLS_CERT', parse: optionalText },
+  h2c: {
+    env: 'H2C',
+    default: 'false',
+    doc: 'also accept cleartext HTTP/2 (prior knowledge) on a plain port, for proxies',
+    parse: boolean,
+  },
+  h2MaxConcurrentStreams: {
+    env: 'H2_MAX_CONCURRENT_STREAMS',
+    default: '128',
+    doc: 'streams per HTTP/2 connection; more are refused',
+    parse: integer(1, 10_000),
+  },
+  h2InitialWindowSize: {
+    env: 'H2_INITIAL_WINDOW_SIZE',
+    default: '65535',
+    doc: 'HTTP/2 flow-control window per stream, bytes',
+    parse: integer(16_384, 2 ** 31 - 1),
+  },
+} satisfies Partial<SettingsTable>;
+
+const SETTINGS: SettingsTable = { ...GENERAL_SETTINGS, ...ACCESS_AND_LIMIT_SETTINGS, ...SERVER_SETTINGS };
 const SETTING_ROWS = Object.entries(SETTINGS) as Array<[keyof Config, Setting<keyof Config>]>;
 
 export class ConfigError extends Error {
@@ -592,8 +631,26 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     problems.push('PUBLISH_MIN_REPLICAS is not supported on Redis Cluster');
   if (config.redisSentinels && !config.redisSentinelName)
     problems.push('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the master group name)');
+  problems.push(...tlsProblems(config));
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config) as unknown as Config;
+}
+
+/** TLS_CERT and TLS_KEY come together, and must be a usable, currently valid pair. */
+function tlsProblems(config: Record<string, unknown>): string[] {
+  const cert = config.tlsCert as string | undefined;
+  const key = config.tlsKey as string | undefined;
+  if (!cert && !key) return [];
+  if (!cert || !key) return [`${cert ? 'TLS_CERT' : 'TLS_KEY'} needs ${cert ? 'TLS_KEY' : 'TLS_CERT'} too`];
+  const problems: string[] = [];
+  if (config.h2c) problems.push('H2C is for plain ports; with TLS_CERT the port speaks HTTP/2 already');
+  try {
+    loadTlsFiles(cert, key);
+  } catch (error) {
+    if (!(error instanceof TlsFilesError)) throw error;
+    problems.push(error.message);
+  }
+  return problems;
 }
 
 /** Builds a Config from defaults plus overrides, for tests and embedding. */

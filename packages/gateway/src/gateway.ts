@@ -1,7 +1,5 @@
 /** Wires one gateway node: config -> engine -> hub -> app -> HTTP server, and its graceful shutdown. */
-import { createServer, STATUS_CODES } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { getRequestListener, type ServerType, type serve } from '@hono/node-server';
+import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { type ClaimStore, MemoryClaimStore } from './engine/claim-store.js';
@@ -12,6 +10,7 @@ import { errorBody } from './http/errors.js';
 import { Hub } from './hub/hub.js';
 import { createLogger } from './logger.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
+import { startNodeServer } from './server/node-server.js';
 
 export interface Gateway {
   readonly config: Config;
@@ -22,6 +21,8 @@ export interface Gateway {
   /** The port actually bound (useful with PORT=0). */
   readonly port: number;
   readonly url: string;
+  /** Re-reads TLS_CERT / TLS_KEY for new connections; open streams stay. Throws (and keeps the old pair) if unusable. */
+  reloadTls(): void;
   /** Sends a new reconnect hint to every client (with the configured jitter). */
   setRetry(retryMs: number): void;
   /** Readiness off, stop accepting, close streams spread over `drainMs` (default: config), stop the engine. */
@@ -35,15 +36,6 @@ export interface GatewayOptions {
   /** Socket writes per event-loop turn in a large fan-out (tests lower it to exercise slicing). */
   readonly fanOutSliceWrites?: number;
 }
-
-/** Node's default would keep idle keep-alive sockets (and thus shutdown) waiting; SSE does not need them. */
-const KEEP_ALIVE_TIMEOUT_MS = 5_000;
-const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
-/**
- * Pending connections the kernel queues before accept (capped by net.core.somaxconn). Node's 511 overflows
- * in a reconnect storm, and every dropped SYN costs the client a 1-3 s retransmit.
- */
-const LISTEN_BACKLOG = 4096;
 
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.logLevel);
@@ -71,30 +63,10 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   await hub.start();
   const app = createApp({ config, engine, claims, hub, metrics, logger });
 
-  const server = await listen(app.fetch, config);
-  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
-  // Requests Node's parser refuses never reach hono: answer them with the same JSON error shape.
-  server.on('clientError', (error: NodeJS.ErrnoException, socket: import('node:stream').Duplex) => {
-    if (error.code === 'ECONNRESET' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const [status, code, message] =
-      error.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'headers_too_large', 'the request line and headers are too large']
-        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? [408, 'request_timeout', 'the request did not arrive in time']
-          : [400, 'bad_request', 'the request is not valid HTTP'];
-    const body = JSON.stringify({ error: { code, message } });
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
-        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `Connection: close\r\n\r\n${body}`,
-    );
-  });
-  const port = (server.address() as AddressInfo).port;
-  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  logger.info({ url, engine: engine.kind }, 'gateway listening');
+  const server = await startNodeServer(requestListener(app.fetch, config), config, logger);
+  const port = server.port;
+  const url = `${server.scheme}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  logger.info({ url, protocols: server.protocols, engine: engine.kind }, 'gateway listening');
 
   let closing: Promise<void> | undefined;
   return {
@@ -105,15 +77,20 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     logger,
     port,
     url,
+    reloadTls() {
+      const files = server.reloadTls();
+      logger.info({ subject: files.subject, validTo: files.validTo.toISOString() }, 'TLS certificate reloaded');
+    },
     setRetry(retryMs) {
       hub.broadcastRetry(retryMs, () => config.retryJitter * Math.random());
     },
     close(drainMs = config.drainMs) {
       closing ??= (async () => {
-        const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        const serverClosed = server.close();
         await hub.drain(drainMs);
         await hub.close();
-        server.closeIdleConnections?.();
+        // Streams are closed: idle HTTP/1.1 connections end, HTTP/2 sessions get GOAWAY.
+        server.closeIdle();
         await serverClosed;
         await engine.close();
       })();
@@ -122,34 +99,16 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   };
 }
 
-function listen(
-  fetch: Parameters<typeof serve>[0]['fetch'],
-  config: Config,
-): Promise<ServerType & import('node:http').Server> {
-  return new Promise((resolve, reject) => {
-    // Requests the adapter cannot turn into a URL (backslash in the path, `*`, a bad Host) get JSON too.
-    const listener = getRequestListener(fetch, {
-      hostname: config.host,
-      errorHandler: (error) =>
-        Response.json(
-          (error as Error | undefined)?.name === 'RequestError'
-            ? errorBody('bad_request', 'the request target or Host header is not valid')
-            : errorBody('internal_error', 'internal error'),
-          { status: (error as Error | undefined)?.name === 'RequestError' ? 400 : 500 },
-        ),
-    });
-    const server = createServer(
-      {
-        headersTimeout: config.headersTimeoutMs,
-        requestTimeout: config.requestTimeoutMs,
-        connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
-        // Node's own answer to a missing Host has no body: let the adapter default it to our host instead.
-        requireHostHeader: false,
-      },
-      listener,
-    ) as ServerType & import('node:http').Server;
-    server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG });
-    server.once('listening', () => resolve(server));
-    server.once('error', reject);
+/** hono's Node adapter; requests it cannot turn into a URL (backslash in the path, `*`, a bad Host) get JSON too. */
+function requestListener(fetch: Parameters<typeof getRequestListener>[0], config: Config) {
+  return getRequestListener(fetch, {
+    hostname: config.host,
+    errorHandler: (error) =>
+      Response.json(
+        (error as Error | undefined)?.name === 'RequestError'
+          ? errorBody('bad_request', 'the request target or Host header is not valid')
+          : errorBody('internal_error', 'internal error'),
+        { status: (error as Error | undefined)?.name === 'RequestError' ? 400 : 500 },
+      ),
   });
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** Composition root: read config, start a gateway node, drain on SIGTERM/SIGINT and exit 0. */
+/** Composition root: read config, start a gateway node, drain on SIGTERM/SIGINT and exit 0, reload TLS on SIGHUP. */
 import { ConfigError, helpText, loadConfig } from './config.js';
 import { startGateway } from './gateway.js';
 
@@ -45,3 +45,16 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     );
   });
 }
+
+// A renewed certificate (certbot, cert-manager) is picked up without dropping a single stream.
+process.on('SIGHUP', () => {
+  if (!config.tlsCert) {
+    gateway.logger.info('SIGHUP: no TLS_CERT configured; nothing to reload');
+    return;
+  }
+  try {
+    gateway.reloadTls();
+  } catch (error) {
+    gateway.logger.error({ err: error }, 'TLS reload refused; still serving the previous certificate');
+  }
+});
