@@ -121,7 +121,10 @@ export interface Config {
   readonly h2c: boolean;
   /** Streams one HTTP/2 connection may hold open; more are refused (RST_STREAM). Default 128. */
   readonly h2MaxConcurrentStreams: number;
-  /** HTTP/2 flow-control window per stream, in bytes. Default 65535. */
+  /**
+   * HTTP/2 flow-control window the gateway grants per stream for request bodies (publishes over h2), bytes.
+   * What the gateway may send is bounded by the client's window instead. Default 65535.
+   */
   readonly h2InitialWindowSize: number;
 }
 
@@ -587,7 +590,7 @@ const SERVER_SETTINGS = {
   h2InitialWindowSize: {
     env: 'H2_INITIAL_WINDOW_SIZE',
     default: '65535',
-    doc: 'HTTP/2 flow-control window per stream, bytes',
+    doc: 'HTTP/2 window granted per stream for request bodies (publishes), bytes',
     parse: integer(16_384, 2 ** 31 - 1),
   },
 } satisfies Partial<SettingsTable>;
