@@ -109,7 +109,12 @@ describe('Connection', () => {
     connection.deliver(delivery('a', at(1, 0, 'e2')));
     expect(sink.text()).toContain('event: gateway.reset');
     expect(sink.text()).toContain('"reason":"stream-lost"');
-    expect(sink.text().match(/^id: .*$/gm)?.at(-1)).toBe('id: e2:1-0');
+    expect(
+      sink
+        .text()
+        .match(/^id: .*$/gm)
+        ?.at(-1),
+    ).toBe('id: e2:1-0');
   });
 
   it('closes as a slow consumer when the replay queue outgrows the budget, and aborts', () => {

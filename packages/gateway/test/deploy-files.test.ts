@@ -4,12 +4,15 @@
  * for compose must be the one rendered from the shared template, and HAProxy itself must accept it.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { renderComposeHaproxyConfig } from '../src/cluster/haproxy-config.js';
 import { findHaproxy } from '../src/cluster/local-cluster.js';
+import { ensureDevCertificate } from '../src/server/dev-certificate.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const read = (path: string) => readFileSync(`${root}${path}`, 'utf8');
@@ -29,10 +32,18 @@ describe('docker-compose.yml', () => {
   const compose = parse(read('docker-compose.yml')) as { services: Record<string, Service> };
   const services = compose.services;
 
-  it('runs redis with AOF, three gateway replicas, a load balancer on 8080 and a ticker', () => {
-    expect(Object.keys(services).sort()).toEqual(['gateway1', 'gateway2', 'gateway3', 'lb', 'redis', 'ticker']);
+  it('runs redis with AOF, three gateway replicas, a load balancer on 8080 and 8443 (h2) and a ticker', () => {
+    expect(Object.keys(services).sort()).toEqual([
+      'certs',
+      'gateway1',
+      'gateway2',
+      'gateway3',
+      'lb',
+      'redis',
+      'ticker',
+    ]);
     expect(services.redis?.command).toContain('--appendonly');
-    expect(services.lb?.ports).toEqual(['8080:8080']);
+    expect(services.lb?.ports).toEqual(['8080:8080', '8443:8443']);
     expect(services.ticker?.command).toEqual(['node', 'dist/examples/ticker.js']);
   });
 
@@ -54,11 +65,30 @@ describe('docker-compose.yml', () => {
     expect(read('deploy/haproxy.compose.cfg')).toBe(renderComposeHaproxyConfig());
   });
 
-  it('gives HAProxy a config it accepts', () => {
+  it('generates the HTTPS certificate into the volume HAProxy reads it from', () => {
+    expect(services.certs?.command).toEqual(['node', 'dist/server/dev-certificate.js', '--shareable', '/certs']);
+    expect(services.certs?.volumes).toEqual(['certs:/certs']);
+    expect(services.lb?.volumes).toContain('certs:/usr/local/etc/haproxy/certs:ro');
+    expect(services.lb?.depends_on?.certs?.condition).toBe('service_completed_successfully');
+    expect(read('deploy/haproxy.compose.cfg')).toContain(
+      'ssl crt /usr/local/etc/haproxy/certs/dev.pem alpn h2,http/1.1',
+    );
+  });
+
+  it('gives HAProxy a config it accepts', async () => {
     const haproxy = findHaproxy();
     if (!existsSync(haproxy)) return;
-    const check = spawnSync(haproxy, ['-c', '-f', `${root}deploy/haproxy.compose.cfg`], { encoding: 'utf8' });
-    expect(check.status, check.stderr).toBe(0);
+    // The certificate exists only inside the compose volume: check against a local one at the same place.
+    const dir = mkdtempSync(join(tmpdir(), 'haproxy-check-'));
+    try {
+      const { combinedPath } = await ensureDevCertificate(dir);
+      const config = read('deploy/haproxy.compose.cfg').replace('/usr/local/etc/haproxy/certs/dev.pem', combinedPath);
+      writeFileSync(join(dir, 'haproxy.cfg'), config);
+      const check = spawnSync(haproxy, ['-c', '-f', join(dir, 'haproxy.cfg')], { encoding: 'utf8' });
+      expect(check.status, check.stderr).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -9,8 +9,12 @@ export interface BackendServer {
 }
 
 export interface HaproxyConfigOptions {
-  /** `address:port` the balancer listens on. */
+  /** `address:port` the balancer listens on (HTTP/1.1). */
   readonly bind: string;
+  /** `address:port` of the HTTPS front end (h2 and HTTP/1.1 via ALPN). */
+  readonly tlsBind: string;
+  /** PEM file holding the front end's certificate chain and key. */
+  readonly tlsCertPath: string;
   /** `address:port` of the stats/health frontend. */
   readonly statsBind: string;
   readonly servers: readonly BackendServer[];
@@ -36,6 +40,8 @@ export function renderHaproxyConfig(
     .join('\n');
   return template
     .replaceAll('{{BIND}}', options.bind)
+    .replaceAll('{{TLS_BIND}}', options.tlsBind)
+    .replaceAll('{{TLS_CERT}}', options.tlsCertPath)
     .replaceAll('{{STATS_BIND}}', options.statsBind)
     .replaceAll('{{MAXCONN}}', String(options.maxConnections))
     .replaceAll('{{SERVERS}}', servers)
@@ -47,6 +53,9 @@ export function renderComposeHaproxyConfig(template?: string): string {
   return renderHaproxyConfig(
     {
       bind: '*:8080',
+      tlsBind: '*:8443',
+      // Written by the compose service `certs` (a self-signed one unless a valid dev.pem is there already).
+      tlsCertPath: '/usr/local/etc/haproxy/certs/dev.pem',
       maxConnections: 100_000,
       statsBind: '*:8404',
       servers: ['gateway1', 'gateway2', 'gateway3'].map((name) => ({ name, host: name, port: 8080 })),

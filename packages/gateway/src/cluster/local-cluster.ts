@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureDevCertificate } from '../server/dev-certificate.js';
 import { renderHaproxyConfig } from './haproxy-config.js';
 import { type RedisTopology, startLocalRedis } from './local-redis.js';
 import { delay, freePort, POLL_MS, READY_TIMEOUT_MS, spawnLogged, stopChild, waitForPort } from './processes.js';
@@ -20,6 +21,13 @@ export interface LocalClusterOptions {
   readonly gateways?: number;
   /** Load balancer port; 0 = a free one. Default 0. */
   readonly port?: number;
+  /** Load balancer HTTPS (h2) port; 0 = a free one. Default 0. */
+  readonly tlsPort?: number;
+  /**
+   * PEM file with the HTTPS front end's certificate chain and key; default: a self-signed development
+   * certificate for localhost, generated into the OS temp folder and kept while it is valid.
+   */
+  readonly tlsPemPath?: string;
   /** First gateway port; 0 = free ones. Default 0. */
   readonly gatewayBasePort?: number;
   /** Use this Redis (any REDIS_URL form) instead of spawning one. */
@@ -51,6 +59,8 @@ export interface GatewayNode {
 export interface LocalCluster {
   /** The load balancer's URL: what clients and publishers use. */
   readonly url: string;
+  /** The load balancer's HTTPS URL (HTTP/2 and HTTP/1.1). */
+  readonly tlsUrl: string;
   readonly redisUrl: string;
   readonly nodes: readonly GatewayNode[];
   /** Resolves when HAProxy sees exactly `count` replicas as up. */
@@ -58,6 +68,8 @@ export interface LocalCluster {
   stop(): Promise<void>;
 }
 
+/** Shared by every run, so a browser exception for the development certificate lasts as long as it does. */
+const DEV_CERTIFICATE_DIR = join(tmpdir(), 'sse-gateway-dev-certificate');
 /** Fits the usual 20 000 open-file limit of a developer machine or CI runner. */
 const LOCAL_MAX_CONNECTIONS = 8_000;
 /** The built gateway, whether this module runs from src/ (tests) or dist/. */
@@ -90,12 +102,16 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     await Promise.all(nodes.map((node) => node.start()));
 
     const lbPort = options.port || (await freePort());
+    const tlsPort = options.tlsPort || (await freePort());
     const statsPort = await freePort();
+    const tlsPemPath = options.tlsPemPath ?? (await ensureDevCertificate(DEV_CERTIFICATE_DIR)).combinedPath;
     const configPath = join(dir, 'haproxy.cfg');
     writeFileSync(
       configPath,
       renderHaproxyConfig({
         bind: `127.0.0.1:${lbPort}`,
+        tlsBind: `127.0.0.1:${tlsPort}`,
+        tlsCertPath: tlsPemPath,
         statsBind: `127.0.0.1:${statsPort}`,
         maxConnections: LOCAL_MAX_CONNECTIONS,
         servers: nodes.map((node) => ({ name: node.name, host: '127.0.0.1', port: node.port })),
@@ -104,9 +120,11 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     const haproxy = spawnLogged(options.haproxyPath ?? findHaproxy(), ['-f', configPath, '-db'], {}, output);
     children.push(haproxy.child);
     await waitForPort(lbPort, 'haproxy', haproxy.log, haproxy.child);
+    await waitForPort(tlsPort, 'haproxy (TLS)', haproxy.log, haproxy.child);
 
     const cluster: LocalCluster = {
       url: `http://127.0.0.1:${lbPort}`,
+      tlsUrl: `https://127.0.0.1:${tlsPort}`,
       redisUrl,
       nodes,
       async waitForHealthyBackends(expected, timeoutMs = READY_TIMEOUT_MS) {

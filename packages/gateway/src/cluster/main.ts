@@ -3,6 +3,8 @@
  * `pnpm cluster`: redis-server + 3 gateways + HAProxy on loopback, and the ticker worker publishing `tick`
  * to `clock` every 2 s (TICKER=0 leaves it out), like docker compose; Ctrl-C stops all.
  * `pnpm cluster:redis-cluster` (REDIS_TOPOLOGY=cluster) runs a 3+3 Redis Cluster instead of one redis-server.
+ * HAProxy also serves HTTPS with HTTP/2 on LB_TLS_PORT (8443) with TLS_PEM (chain + key) or a generated
+ * self-signed development certificate.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -10,10 +12,13 @@ import { startLocalCluster } from './local-cluster.js';
 
 const gateways = Number(process.env.GATEWAYS ?? 3);
 const port = Number(process.env.LB_PORT ?? 8080);
+const tlsPort = Number(process.env.LB_TLS_PORT ?? 8443);
 
 const cluster = await startLocalCluster({
   gateways,
   port,
+  tlsPort,
+  ...(process.env.TLS_PEM ? { tlsPemPath: process.env.TLS_PEM } : {}),
   output: 'inherit',
   ...(process.env.REDIS_URL ? { redisUrl: process.env.REDIS_URL } : {}),
   redisTopology: process.env.REDIS_TOPOLOGY === 'cluster' ? 'cluster' : 'single',
@@ -35,6 +40,7 @@ process.stdout.write(
   [
     '',
     `load balancer  ${cluster.url}   (HAProxy, health checks on /readyz)`,
+    `               ${cluster.tlsUrl}  (HTTPS, HTTP/2 for browsers${process.env.TLS_PEM ? '' : '; self-signed development certificate'})`,
     ...cluster.nodes.map((node) => `${node.name.padEnd(14)} ${node.url}   pid ${node.pid}`),
     `redis          ${cluster.redisUrl}`,
     ...(ticker ? [`ticker         publishes "tick" to topic "clock" every ${process.env.TICK_MS ?? 2000} ms`] : []),

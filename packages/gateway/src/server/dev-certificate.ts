@@ -3,8 +3,10 @@
  * without a CA: `pnpm cluster` and compose put it on their TLS front end when no certificate is given.
  * Browsers warn about it (it is trusted by nobody); never use it in production.
  *
- * As a command: `node dist/server/dev-certificate.js <dir>` writes dev-cert.pem, dev-key.pem and
- * dev.pem (both, the form HAProxy's `crt` wants) into <dir>, keeping a pair that is still valid for a day.
+ * As a command: `node dist/server/dev-certificate.js [--shareable] <dir>` writes dev-cert.pem, dev-key.pem
+ * and dev.pem (both, the form HAProxy's `crt` wants) into <dir>, keeping a pair that is still valid for a
+ * day. The key files are readable by their owner only, unless --shareable (compose: HAProxy runs as
+ * another user than the one writing the volume).
  */
 
 import { X509Certificate } from 'node:crypto';
@@ -56,7 +58,10 @@ export async function createDevCertificate(options: CertificateOptions = {}): Pr
 }
 
 /** Writes a development certificate into `dir`, or keeps the one there while it is valid for another day. */
-export async function ensureDevCertificate(dir: string): Promise<CertificateFiles> {
+export async function ensureDevCertificate(
+  dir: string,
+  options: { readonly shareable?: boolean } = {},
+): Promise<CertificateFiles> {
   mkdirSync(dir, { recursive: true });
   const files = {
     certPath: join(dir, 'dev-cert.pem'),
@@ -65,9 +70,10 @@ export async function ensureDevCertificate(dir: string): Promise<CertificateFile
   };
   if (stillValid(files)) return files;
   const { cert, key } = await createDevCertificate();
-  writeFileSync(files.keyPath, key, { mode: 0o600 });
+  const mode = options.shareable ? 0o644 : 0o600;
+  writeFileSync(files.keyPath, key, { mode });
   writeFileSync(files.certPath, cert);
-  writeFileSync(files.combinedPath, `${cert.trim()}\n${key.trim()}\n`, { mode: 0o600 });
+  writeFileSync(files.combinedPath, `${cert.trim()}\n${key.trim()}\n`, { mode });
   return files;
 }
 
@@ -82,11 +88,13 @@ function stillValid(files: CertificateFiles): boolean {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const dir = process.argv[2];
+  const args = process.argv.slice(2);
+  const shareable = args.includes('--shareable');
+  const dir = args.find((arg) => !arg.startsWith('--'));
   if (!dir) {
-    process.stderr.write('usage: dev-certificate.js <dir>\n');
+    process.stderr.write('usage: dev-certificate.js [--shareable] <dir>\n');
     process.exit(2);
   }
-  const files = await ensureDevCertificate(dir);
+  const files = await ensureDevCertificate(dir, { shareable });
   process.stdout.write(`${JSON.stringify(files)}\n`);
 }
