@@ -7,25 +7,29 @@
 //   storm    N clients reconnecting at once with Last-Event-ID, each replaying missed events (bench/storm.js)
 //   cluster  SDK publish rate and gateway fan-out on a 3+3 Redis Cluster against one redis-server, and recovery
 //            from a SIGKILLed primary (bench/cluster.js)
+//   h2       gateway fan-out over cleartext HTTP/2 (h2c), many streams per session and one per session,
+//            against HTTP/1.1 on the same gateway build in the same run (--h2-conns, --h2-streams-per-session)
 //
 //   pnpm bench
 //   pnpm bench -- --only fanout --conns 1000,10000 --seconds 5 --rate 10
 //   pnpm bench -- --only storm --storm-conns 10000 --storm-replay 100
 //   pnpm bench -- --only publish --publish-events 200000 --publish-batch 128 --publish-in-flight 8 --publish-rounds 3
 //   pnpm bench -- --only cluster --cluster-rounds 3 --cluster-conns 1000 --cluster-recovery-conns 500
+//   pnpm bench -- --only h2 --h2-conns 1000 --h2-streams-per-session 100 --h2-rounds 3
 //
 // Everything listens on 127.0.0.1; every process started here is stopped here, by pid.
 import { spawnSync } from 'node:child_process';
+import http2 from 'node:http2';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
 import { CLUSTER_NODE_TIMEOUT_MS, LATE_MS, runCluster } from './cluster.js';
-import { hasTaskset, percentile, pinSelf, startRedis, startServer, stop, stopAll } from './harness.js';
+import { cpuSeconds, hasTaskset, percentile, pinSelf, startRedis, startServer, stop, stopAll } from './harness.js';
 import { BENCHMARK_CLIENTS, runPublishRate, TARGET_RATIO } from './publish-rate.js';
-import { connect } from './sse-client.js';
+import { connect, connectH2, openH2Session } from './sse-client.js';
 import { meetsTarget, runStorms, TARGET_MS } from './storm.js';
 
-const PHASES = ['fanout', 'publish', 'storm', 'cluster'];
+const PHASES = ['fanout', 'h2', 'publish', 'storm', 'cluster'];
 // pnpm 10 hands `pnpm bench -- --only x` on with the `--`, which would end option parsing here.
 const argv = process.argv.slice(2);
 const { values: args } = parseArgs({
@@ -56,6 +60,9 @@ const { values: args } = parseArgs({
     'cluster-recovery-topics-per-primary': { type: 'string', default: '4' },
     'cluster-recovery-rate': { type: 'string', default: '20' },
     'cluster-recovery-seconds': { type: 'string', default: '20' },
+    'h2-conns': { type: 'string', default: '1000' },
+    'h2-streams-per-session': { type: 'string', default: '100' },
+    'h2-rounds': { type: 'string', default: '3' },
   },
 });
 const phases = args.only.split(',');
@@ -72,8 +79,20 @@ const SAMPLE_EVERY = 20;
 const TOPIC = 'bench';
 const PREFIX = `bench:${process.pid}:`;
 
-async function runOne(kind, redisUrl, conns) {
-  const { server, port } = await startServer(kind, { redisUrl, prefix: PREFIX, gzip: args.gzip });
+/**
+ * One fan-out measurement. `transport`: 'h1' (one HTTP/1.1 socket per stream), or 'h2' with
+ * `streamsPerSession` streams on each cleartext HTTP/2 session (the gateway runs with H2C=true).
+ */
+async function runOne(kind, redisUrl, conns, { transport = 'h1', streamsPerSession = 1 } = {}) {
+  const env = transport === 'h2' ? { H2C: 'true', H2_MAX_CONCURRENT_STREAMS: String(streamsPerSession) } : {};
+  const { server, port } = await startServer(kind, { redisUrl, prefix: PREFIX, gzip: args.gzip, env });
+  const sessions = [];
+  const open = async (index, sampled, stats) => {
+    if (transport === 'h1') return connect(port, TOPIC, sampled, stats);
+    const slot = Math.floor(index / streamsPerSession);
+    sessions[slot] ??= openH2Session(http2, `http://127.0.0.1:${port}`);
+    return connectH2(await sessions[slot], TOPIC, sampled, stats);
+  };
 
   const rss = () =>
     Number(
@@ -87,7 +106,7 @@ async function runOne(kind, redisUrl, conns) {
   const connectStart = performance.now();
   for (let i = 0; i < conns; i += 200) {
     const batch = [];
-    for (let j = i; j < Math.min(conns, i + 200); j++) batch.push(connect(port, TOPIC, j % SAMPLE_EVERY === 0, stats));
+    for (let j = i; j < Math.min(conns, i + 200); j++) batch.push(open(j, j % SAMPLE_EVERY === 0, stats));
     clients.push(...(await Promise.all(batch)));
   }
   const connectMs = performance.now() - connectStart;
@@ -127,6 +146,7 @@ async function runOne(kind, redisUrl, conns) {
 
   // Throughput: keep the publisher at most WINDOW events ahead of the sentinel client.
   const framesBefore = clients.reduce((sum, c) => sum + c.frames, 0);
+  const cpuBefore = cpuSeconds(server.pid);
   const t0 = performance.now();
   while (performance.now() - t0 < SECONDS * 1000) {
     if (seq - 1 - sentinel.lastSeq < WINDOW) await publish(8);
@@ -134,6 +154,7 @@ async function runOne(kind, redisUrl, conns) {
   }
   const elapsed = (performance.now() - t0) / 1000;
   const delivered = clients.reduce((sum, c) => sum + c.frames, 0) - framesBefore;
+  const serverBusy = (cpuSeconds(server.pid) - cpuBefore) / elapsed;
   await waitFor(() => sentinel.lastSeq === seq - 1, 60_000);
 
   // Latency: a fixed, modest rate; publish->receive at every sampled client.
@@ -145,13 +166,20 @@ async function runOne(kind, redisUrl, conns) {
   }
   await waitFor(() => sentinel.lastSeq === seq - 1, 60_000);
   stats.measuring = false;
+  // Integrity of the count: every client got every event exactly once (a miscount would skew deliveries/s).
+  await waitFor(() => clients.every((c) => c.frames >= seq), 60_000);
+  const miscounted = clients.filter((c) => c.frames !== seq).length;
+  if (miscounted > 0) throw new Error(`${kind}: ${miscounted} clients counted other than ${seq} events`);
   const sorted = stats.latencies.sort((a, b) => a - b);
 
   await publisher.close();
-  for (const c of clients) c.socket.destroy();
+  for (const c of clients) c.close();
+  for (const session of sessions) (await session).destroy();
   await stop(server);
   return {
     kind,
+    transport: transport === 'h1' ? 'HTTP/1.1' : `h2c, ${streamsPerSession} per session`,
+    serverBusy,
     conns,
     deliveriesPerSecond: Math.round(delivered / elapsed),
     p50: percentile(sorted, 50),
@@ -179,6 +207,42 @@ async function fanoutPhase(redisUrl) {
     console.log(
       `| ${r.kind} | ${r.conns} | ${r.deliveriesPerSecond} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ` +
         `${r.connectMs.toFixed(0)} | ${r.idleKbPerConn.toFixed(1)} |`,
+    );
+  }
+}
+
+async function h2Phase(redisUrl) {
+  const conns = Number(args['h2-conns']);
+  const many = Number(args['h2-streams-per-session']);
+  const rounds = Number(args['h2-rounds']);
+  const transports = [
+    { transport: 'h1' },
+    { transport: 'h2', streamsPerSession: many },
+    { transport: 'h2', streamsPerSession: 1 },
+  ];
+  // Alternating rounds, medians per transport: this shared machine drifts by tens of percent between runs.
+  const results = transports.map(() => []);
+  for (let round = 0; round < rounds; round++) {
+    for (const [index, options] of transports.entries())
+      results[index]?.push(await runOne('gateway', redisUrl, conns, options));
+  }
+  const median = (list, key) => [...list.map((r) => r[key])].sort((a, b) => a - b)[Math.floor(list.length / 2)];
+  const h1Rate = median(results[0], 'deliveriesPerSecond');
+  console.log(
+    `\nHTTP/2 fan-out (gateway, ${conns} streams, cleartext h2c so only the protocol differs; clients with ` +
+      `Chrome's windows; HTTP/1.1 on the same build is the baseline; medians of ${rounds} alternating rounds)`,
+  );
+  console.log(
+    '| transport | streams | deliveries/s | vs HTTP/1.1 | gateway CPU busy | p50 ms | p99 ms | connect ms | RSS KB per idle stream | rounds deliveries/s |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const list of results) {
+    const rate = median(list, 'deliveriesPerSecond');
+    console.log(
+      `| ${list[0].transport} | ${conns} | ${rate} | ${(rate / h1Rate).toFixed(2)} | ` +
+        `${Math.round(median(list, 'serverBusy') * 100)}% | ${median(list, 'p50').toFixed(1)} | ` +
+        `${median(list, 'p99').toFixed(1)} | ${median(list, 'connectMs').toFixed(0)} | ` +
+        `${median(list, 'idleKbPerConn').toFixed(1)} | ${list.map((r) => r.deliveriesPerSecond).join(', ')} |`,
     );
   }
 }
@@ -347,6 +411,7 @@ async function main() {
       `${LATENCY_RATE} msg/s, gzip ${args.gzip}, pinning ${hasTaskset ? 'servers to CPU 0, rest to CPU 1' : 'off'}`,
   );
   if (phases.includes('fanout')) await fanoutPhase(redis.url);
+  if (phases.includes('h2')) await h2Phase(redis.url);
   if (phases.includes('publish')) await publishPhase(redis);
   // The storm leaves thousands of closing sockets and a large Redis heap behind: only the cluster phase, with
   // Redis processes of its own, comes after it.

@@ -124,7 +124,7 @@ export async function startRedis() {
  * Starts the gateway (`kind` 'gateway') or the raw baseline ('raw') on CPU 0, with the connection limits
  * raised so that only the server's own cost is measured.
  */
-export async function startServer(kind, { redisUrl, prefix, gzip = false }) {
+export async function startServer(kind, { redisUrl, prefix, gzip = false, env: extraEnv = {} }) {
   const port = await freePort();
   const env = {
     PORT: String(port),
@@ -137,6 +137,7 @@ export async function startServer(kind, { redisUrl, prefix, gzip = false }) {
     MAX_CONNECTIONS: '50000',
     MAX_CONNECTIONS_PER_CLIENT: '50000', // every bench client comes from 127.0.0.1
     MAX_NEW_CONNECTIONS_PER_SECOND: '100000',
+    ...extraEnv,
   };
   const here = fileURLToPath(new URL('.', import.meta.url));
   const entry = kind === 'raw' ? `${here}raw-baseline.js` : `${here}../dist/main.js`;

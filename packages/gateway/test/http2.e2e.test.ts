@@ -227,6 +227,25 @@ describe('HTTP/2 over TLS', () => {
     expect(JSON.parse(fourth.body).error.code).toBe('too_many_connections');
   });
 
+  it('ends an idle stream by its own idle timeout while a busy one on the same session stays', async () => {
+    const gateway = await tlsGateway({ idleTimeoutMs: 600 });
+    const session = await openSession(gateway.url);
+    const idle = await openStream(session, '/events?topic=h2/idle/quiet');
+    const busy = await openStream(session, '/events?topic=h2/idle/busy');
+    await waitFor(() => gateway.gateway.hub.connectionCount === 2, { what: '2 streams attached' });
+    const ticker = setInterval(() => void publish(gateway, 'h2/idle/busy', 'tick'), 100);
+    try {
+      await idle.finished;
+      expect(idle.ended).toBe('end');
+      expect(await disconnects(gateway, 'idle-timeout')).toBe(1);
+      const before = busy.events.length;
+      await waitFor(() => busy.events.length > before + 3, { what: 'the busy stream to keep receiving' });
+      expect(busy.ended).toBeUndefined();
+    } finally {
+      clearInterval(ticker);
+    }
+  });
+
   it('sends heartbeats and gzip per stream', async () => {
     const gateway = await tlsGateway({ heartbeatMs: 100, gzip: true });
     const session = await openSession(gateway.url);
