@@ -164,7 +164,7 @@ describe.skipIf(!runnable)('12 EventSources in one page: HTTP/2 through HAProxy 
         { what: 'every stream to get the events published after the kill', timeoutMs: 30_000 },
       );
       const state = await stateOf(page);
-      state.received.forEach((list, n) => expect(list, `stream ${n}`).toEqual(expected(n)));
+      for (const [n, list] of state.received.entries()) expect(list, `stream ${n}`).toEqual(expected(n));
       // Streams that were on the killed replica reconnected (a second open); the others stayed.
       expect(state.opens.filter((opens) => opens > 1)).toHaveLength(counts[cluster.nodes.indexOf(victim)] as number);
       await victim.restart();
