@@ -9,7 +9,7 @@ import { parseRedisUrl } from '@sse-gateway/publisher-sdk/redis-target';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Retention } from '../src/engine/engine.js';
+import { PublishNotAppliedError, type Retention } from '../src/engine/engine.js';
 import { RedisEngine } from '../src/engine/redis/redis-engine.js';
 import { Recorder, runEngineContract } from './engine-contract.js';
 import { uniquePrefix } from './support/redis-server.js';
@@ -164,6 +164,50 @@ describe('redis engine on Redis Cluster', () => {
     });
     expect(outcome.gaps).toBe(0);
   }, 120_000);
+
+  it('refuses publishes to a frozen primary at once, serves the others, and is unready until it answers', async () => {
+    const prefix = uniquePrefix('cluster-frozen');
+    const engine = new RedisEngine({
+      target: parseRedisUrl(cluster.url),
+      prefix,
+      retention: { maxLength: 0, maxAgeMs: 0 },
+      logger: silent,
+      pingIntervalMs: 200,
+      pingDeadlineMs: 500,
+    });
+    const recorder = new Recorder();
+    await engine.start(recorder.sink, () => {});
+    try {
+      const [frozenTopic, otherTopic] = (await topicsOnEveryPrimary(prefix, 1)) as [string, string];
+      await Promise.all([frozenTopic, otherTopic].map((topic) => engine.subscribe(topic)));
+      await waitFor(() => engine.isReady(), { what: 'the engine ready' });
+      const owner = await cluster.slotOwner(slotOf(topicKeys(prefix, frozenTopic).stream));
+      // Frozen well under cluster-node-timeout (2 s), so no failover starts: only the gateway's PING notices.
+      owner.freeze();
+      try {
+        await waitFor(() => !engine.isReady(), { what: 'the engine to turn unready', timeoutMs: 5_000 });
+        const startedAt = Date.now();
+        const refused = await engine.publish([{ topic: frozenTopic, event: 'tick', data: 'x' }]).catch((e) => e);
+        expect(refused).toBeInstanceOf(PublishNotAppliedError);
+        expect(Date.now() - startedAt).toBeLessThan(1_000);
+        await engine.publish([{ topic: otherTopic, event: 'tick', data: 'still served' }]);
+      } finally {
+        owner.thaw();
+      }
+      await waitFor(() => engine.isReady(), { what: 'the engine ready after the thaw', timeoutMs: 30_000 });
+      const [position] = await waitFor(
+        () => engine.publish([{ topic: frozenTopic, event: 'tick', data: 'after' }]).catch(() => undefined),
+        { what: 'a publish to the thawed primary', timeoutMs: 30_000 },
+      );
+      await waitFor(
+        () => recorder.of(frozenTopic).some((p) => formatPosition(p.position) === formatPosition(position as Position)),
+        { what: 'the event to reach the sink' },
+      );
+    } finally {
+      await engine.close();
+    }
+    await cluster.waitForHealthy();
+  }, 90_000);
 
   it('comes through a SIGKILL of a primary that has a replica (promotion)', async () => {
     await scenario(async ({ prefix, topics }) => {

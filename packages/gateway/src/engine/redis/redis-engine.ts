@@ -79,7 +79,12 @@ export class RedisEngine implements CountingEngine, ClaimStore {
   readonly #options: RedisEngineOptions;
   readonly #log: Logger;
   readonly #connections: EngineConnections;
-  readonly #subscriptions: Subscriptions & { close(): void; isReady(): boolean };
+  readonly #subscriptions: Subscriptions & {
+    close(): void;
+    isReady(): boolean;
+    /** Cluster only: the primary serving this channel's slot stopped answering. */
+    ownerUnresponsive?(channel: string): boolean;
+  };
   readonly #history: HistoryReader;
   readonly #eventNames: EventNameGuard;
   readonly #flowContext: FlowContext;
@@ -164,6 +169,16 @@ export class RedisEngine implements CountingEngine, ClaimStore {
   async publish(events: readonly PublishRequest[]): Promise<Position[]> {
     if (this.#closed) throw new PublishNotAppliedError('engine is closed');
     if (!this.#transport) throw new PublishNotAppliedError('engine is not started');
+    const frozen = this.#subscriptions.ownerUnresponsive;
+    if (frozen) {
+      // A frozen primary would hold the publish until the read deadline, then leave its outcome unknown:
+      // refuse it before sending instead (503, not applied); the other primaries' topics go on.
+      const stuck = events.find((event) =>
+        frozen.call(this.#subscriptions, topicKeys(this.#options.prefix, event.topic).channel),
+      );
+      if (stuck)
+        throw new PublishNotAppliedError(`the Redis primary of topic ${JSON.stringify(stuck.topic)} stopped answering`);
+    }
     this.stats.roundTrips++;
     try {
       return await this.#transport.publishPositions(events);

@@ -75,15 +75,25 @@ export class ShardedSubscriptions implements Subscriptions {
   }
 
   /**
-   * No shard holding channels has lost its connection or stopped answering. A shard still connecting for
-   * the first time does not count: its subscriptions simply wait, and the node stays ready meanwhile.
+   * No primary stopped answering, and no shard holding channels lost its connection. Every primary gets a
+   * shard subscriber at cluster ready, so a frozen one is noticed by its PING deadline even while it holds
+   * no channel (a publish to it would hang; see ownerUnresponsive). A shard still connecting for the first
+   * time does not count: its subscriptions simply wait, and the node stays ready meanwhile.
    */
   isReady(): boolean {
     for (const shard of this.#shards.values()) {
-      if (shard.held.size === 0 || !shard.wasReady) continue;
-      if (shard.client.status !== 'ready' || !shard.monitor.responsive) return false;
+      if (!shard.wasReady) continue;
+      if (!shard.monitor.responsive) return false;
+      if (shard.held.size > 0 && shard.client.status !== 'ready') return false;
     }
     return true;
+  }
+
+  /** Whether the primary owning `channel`'s slot (and its topic's keys) has stopped answering PINGs. */
+  ownerUnresponsive(channel: string): boolean {
+    const address = this.#cluster.slots[slotOf(channel)]?.[0];
+    const shard = address === undefined ? undefined : this.#shards.get(address);
+    return shard !== undefined && shard.wasReady && !shard.monitor.responsive;
   }
 
   close(): void {
