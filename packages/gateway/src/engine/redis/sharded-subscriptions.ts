@@ -93,7 +93,7 @@ export class ShardedSubscriptions implements Subscriptions {
   ownerUnresponsive(channel: string): boolean {
     const address = this.#cluster.slots[slotOf(channel)]?.[0];
     const shard = address === undefined ? undefined : this.#shards.get(address);
-    return shard !== undefined && shard.wasReady && !shard.monitor.responsive;
+    return shard?.wasReady === true && !shard.monitor.responsive;
   }
 
   close(): void {
