@@ -2,6 +2,7 @@
 /** Composition root: read config, start a gateway node, drain on SIGTERM/SIGINT and exit 0, reload TLS on SIGHUP. */
 import { ConfigError, helpText, loadConfig } from './config.js';
 import { startGateway } from './gateway.js';
+import { flushLogs } from './logger.js';
 
 if (process.argv.includes('--help') || process.argv.includes('-h')) {
   process.stdout.write(helpText());
@@ -18,6 +19,9 @@ try {
   }
   throw error;
 }
+
+// Logs are written asynchronously: whatever is still buffered goes out on every way of exiting.
+process.on('exit', flushLogs);
 
 const gateway = await startGateway(config).catch((error: unknown) => {
   process.stderr.write(`could not start: ${(error as Error).message}\n`);

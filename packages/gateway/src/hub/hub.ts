@@ -3,7 +3,7 @@
  * the same bytes are written to every connection of the topic, synchronously. Engine subscriptions are
  * reference counted per topic. One node-wide sweep drives heartbeats, write and idle timeouts and max age.
  */
-import { formatPosition, type Position } from '@sse-gateway/publisher-sdk/protocol';
+import { comparePositions, formatPosition, type Position } from '@sse-gateway/publisher-sdk/protocol';
 import type { Logger } from 'pino';
 import type { Engine, HistoryPage, Publication } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
@@ -31,6 +31,13 @@ interface TopicEntry {
   readonly subscribed: Promise<void>;
   /** A fan-out too large for one turn of the event loop, in progress; undefined otherwise. */
   fanOut: SlicedFanOut | undefined;
+  /**
+   * The topic's latest position this node knows while subscribed (from its live events, or one head read
+   * shared by every fresh stream that arrived meanwhile), so a burst of new streams costs one Redis read,
+   * not one each. Forgotten on a gap: history may have been rewound or recreated.
+   */
+  head: Position | undefined;
+  headRead: Promise<Position> | undefined;
 }
 
 /**
@@ -143,6 +150,10 @@ export class Hub {
     if (!entry || entry.connections.size === 0) return;
     const delivery = encodeDelivery(publication);
     this.#remember(delivery);
+    const head = entry.head;
+    if (!head || head.epoch !== publication.position.epoch || comparePositions(publication.position, head) > 0) {
+      entry.head = publication.position;
+    }
     this.#metrics.eventsDelivered.inc(entry.connections.size);
     if (entry.fanOut) {
       entry.fanOut.next.push(delivery);
@@ -188,6 +199,7 @@ export class Hub {
   onGap(topic: string, reason: ResetReason, position: Position): void {
     const entry = this.#topics.get(topic);
     if (!entry) return;
+    entry.head = undefined;
     for (const connection of entry.connections) {
       if (connection.noteGap(connection.topics.indexOf(topic), reason, position)) this.#metrics.resets.inc({ reason });
     }
@@ -210,7 +222,7 @@ export class Hub {
       await Promise.all(entries.map((entry) => entry.subscribed));
       if (!resume) {
         for (let index = 0; index < connection.topics.length; index++) {
-          const head = await this.#engine.head(connection.topics[index] as string);
+          const head = await this.#headOf(entries[index] as TopicEntry, connection.topics[index] as string);
           if (connection.closed) return;
           connection.startAt(index, head);
         }
@@ -258,6 +270,29 @@ export class Hub {
     for (const connection of [...this.#connections]) connection.close('shutdown');
   }
 
+  /**
+   * Where a fresh stream of a subscribed topic starts. Any position at or after the true head when the
+   * stream's subscription was confirmed is right: events after it reach the stream live (queued until it
+   * goes live), and the stream promised nothing before it.
+   */
+  #headOf(entry: TopicEntry, topic: string): Promise<Position> | Position {
+    if (entry.head) return entry.head;
+    if (!entry.headRead) {
+      const read = this.#engine.head(topic);
+      entry.headRead = read;
+      read.then(
+        (position) => {
+          if (entry.headRead === read) entry.headRead = undefined;
+          entry.head ??= position;
+        },
+        () => {
+          if (entry.headRead === read) entry.headRead = undefined;
+        },
+      );
+    }
+    return entry.headRead;
+  }
+
   #acquire(topic: string, connection: Connection): TopicEntry {
     let entry = this.#topics.get(topic);
     if (!entry) {
@@ -266,7 +301,7 @@ export class Hub {
       subscribed.catch(() => {
         if (this.#topics.get(topic) === entry) this.#topics.delete(topic);
       });
-      entry = { connections: new Set(), subscribed, fanOut: undefined };
+      entry = { connections: new Set(), subscribed, fanOut: undefined, head: undefined, headRead: undefined };
       this.#topics.set(topic, entry);
     }
     entry.connections.add(connection);
