@@ -38,6 +38,22 @@ interface TopicEntry {
    */
   head: Position | undefined;
   headRead: Promise<Position> | undefined;
+  /** The topic's recent events, contiguous in stream order: resumes inside it need no Redis read. */
+  readonly tail: TopicTail;
+}
+
+/**
+ * A run of a topic's events with nothing missing between `base` and the last one. Seeded by a history
+ * read that reached the end of the stream (issued while subscribed, so every later event arrives live),
+ * then extended by live events in order; dropped on a gap or an epoch change.
+ */
+interface TopicTail {
+  /** The position right before `events[0]`: a resume from exactly there is served too. */
+  base: Position | undefined;
+  events: Delivery[];
+  bytes: number;
+  /** Bumped whenever the tail is dropped, so a read issued before cannot seed it afterwards. */
+  generation: number;
 }
 
 /**
@@ -80,6 +96,10 @@ const RECENT_DELIVERIES = 10_000;
 /** Largest replay write; smaller when the connection budget is small. */
 const MAX_REPLAY_CHUNK_BYTES = 64 * 1024;
 const RECENT_DELIVERY_BYTES = 16 * 1024 * 1024;
+/** Bounds of one topic's tail, and of all tails of the node together. */
+const MAX_TAIL_EVENTS = 1000;
+const MAX_TAIL_BYTES = 1024 * 1024;
+const MAX_ALL_TAILS_BYTES = 32 * 1024 * 1024;
 /** Pause between batches of closes while draining. */
 const DRAIN_STEP_MS = 50;
 
@@ -102,6 +122,8 @@ export class Hub {
   /** Replay bytes written at once: half the per-connection budget, so a chunk always fits. */
   readonly #replayChunkBytes: number;
   #recentBytes = 0;
+  /** Bytes held by every topic's tail. */
+  #tailBytes = 0;
   /** One function shared by every connection (a closure per connection would cost memory per stream). */
   readonly #detachListener = (connection: Connection) => this.#detach(connection);
 
@@ -150,6 +172,7 @@ export class Hub {
     if (!entry || entry.connections.size === 0) return;
     const delivery = encodeDelivery(publication);
     this.#remember(delivery);
+    this.#extendTail(entry, delivery);
     const head = entry.head;
     if (!head || head.epoch !== publication.position.epoch || comparePositions(publication.position, head) > 0) {
       entry.head = publication.position;
@@ -200,6 +223,7 @@ export class Hub {
     const entry = this.#topics.get(topic);
     if (!entry) return;
     entry.head = undefined;
+    this.#dropTail(entry);
     for (const connection of entry.connections) {
       if (connection.noteGap(connection.topics.indexOf(topic), reason, position)) this.#metrics.resets.inc({ reason });
     }
@@ -301,7 +325,14 @@ export class Hub {
       subscribed.catch(() => {
         if (this.#topics.get(topic) === entry) this.#topics.delete(topic);
       });
-      entry = { connections: new Set(), subscribed, fanOut: undefined, head: undefined, headRead: undefined };
+      entry = {
+        connections: new Set(),
+        subscribed,
+        fanOut: undefined,
+        head: undefined,
+        headRead: undefined,
+        tail: { base: undefined, events: [], bytes: 0, generation: 0 },
+      };
       this.#topics.set(topic, entry);
     }
     entry.connections.add(connection);
@@ -339,9 +370,25 @@ export class Hub {
     const topic = connection.topics[index] as string;
     let cursor = after;
     let resets = 0;
+    const fromTail = this.#tailAfter(this.#topics.get(topic), cursor);
+    if (fromTail) {
+      // Everything after the cursor up to the newest event this node has: no read; later ones are queued.
+      this.#metrics.replayedEvents.inc(fromTail.length);
+      for (const chunk of this.#chunksOf(fromTail)) {
+        await connection.whenWritable();
+        if (connection.closed) return;
+        connection.writeHistoryChunk(chunk);
+      }
+      return;
+    }
     for (;;) {
+      const entry = this.#topics.get(topic);
+      const generation = entry?.tail.generation;
       const shared = await this.#readShared(topic, cursor, joinedAt);
       const page = shared.page;
+      if (entry && page.kind === 'events' && !page.more && entry.tail.generation === generation) {
+        this.#seedTail(entry, cursor, shared);
+      }
       if (connection.closed) return;
       if (page.kind === 'reset') {
         this.#metrics.resets.inc({ reason: page.reason });
@@ -399,6 +446,14 @@ export class Hub {
   /** A page's events encoded and concatenated in chunks, once per shared read. */
   #replayChunks(shared: SharedPage): readonly ReplayChunk[] {
     if (shared.chunks) return shared.chunks;
+    const deliveries =
+      shared.page.kind === 'events' ? shared.page.events.map((publication) => this.#encodeForReplay(publication)) : [];
+    shared.chunks = this.#chunksOf(deliveries);
+    return shared.chunks;
+  }
+
+  /** Consecutive deliveries concatenated into writes of at most the replay chunk size. */
+  #chunksOf(deliveries: readonly Delivery[]): ReplayChunk[] {
     const chunks: ReplayChunk[] = [];
     let current: Delivery[] = [];
     let size = 0;
@@ -409,17 +464,101 @@ export class Hub {
       current = [];
       size = 0;
     };
-    if (shared.page.kind === 'events') {
-      for (const publication of shared.page.events) {
-        const delivery = this.#encodeForReplay(publication);
-        if (size + delivery.frame.length > this.#replayChunkBytes) flush();
-        current.push(delivery);
-        size += delivery.frame.length;
-      }
+    for (const delivery of deliveries) {
+      if (size + delivery.frame.length > this.#replayChunkBytes) flush();
+      current.push(delivery);
+      size += delivery.frame.length;
     }
     flush();
-    shared.chunks = chunks;
     return chunks;
+  }
+
+  /**
+   * A history read that reached the end of the stream, issued while the topic was subscribed: with the
+   * live events that followed it (all of them arrive live) it is a contiguous run after `cursor`.
+   */
+  #seedTail(entry: TopicEntry, cursor: Position, shared: SharedPage): void {
+    const tail = entry.tail;
+    if (tail.base !== undefined || cursor.epoch === '') return;
+    const page = this.#replayChunks(shared).flatMap((chunk) => chunk.deliveries);
+    const reference = page[page.length - 1]?.position ?? cursor;
+    if (page.some((delivery) => delivery.position.epoch !== cursor.epoch)) return;
+    if (tail.events.some((delivery) => delivery.position.epoch !== reference.epoch)) return;
+    // Live events newer than the read follow it; older ones are in it (or before the cursor).
+    const newer = tail.events.filter((delivery) => comparePositions(delivery.position, reference) > 0);
+    this.#tailBytes -= tail.bytes;
+    tail.base = cursor;
+    tail.events = page.concat(newer);
+    tail.bytes = tail.events.reduce((sum, delivery) => sum + delivery.frame.length, 0);
+    this.#tailBytes += tail.bytes;
+    this.#trimTail(tail);
+  }
+
+  /** A live event of a topic with a tail: appended in order (older ones, already there, are skipped). */
+  #extendTail(entry: TopicEntry, delivery: Delivery): void {
+    const tail = entry.tail;
+    const last = tail.events[tail.events.length - 1];
+    if (
+      last &&
+      comparePositions(delivery.position, last.position) <= 0 &&
+      delivery.position.epoch === last.position.epoch
+    )
+      return;
+    if (tail.base !== undefined) {
+      const newest = last?.position ?? tail.base;
+      if (newest.epoch !== delivery.position.epoch) {
+        this.#dropTail(entry);
+        return;
+      }
+    }
+    // Unseeded, the tail still collects live events, for the read that will seed it.
+    tail.events.push(delivery);
+    tail.bytes += delivery.frame.length;
+    this.#tailBytes += delivery.frame.length;
+    this.#trimTail(tail);
+  }
+
+  /** Keeps one topic's tail and all tails together bounded; trimming moves the base forward. */
+  #trimTail(tail: TopicTail): void {
+    while (
+      tail.events.length > 0 &&
+      (tail.events.length > MAX_TAIL_EVENTS || tail.bytes > MAX_TAIL_BYTES || this.#tailBytes > MAX_ALL_TAILS_BYTES)
+    ) {
+      const oldest = tail.events.shift() as Delivery;
+      tail.bytes -= oldest.frame.length;
+      this.#tailBytes -= oldest.frame.length;
+      if (tail.base !== undefined) tail.base = oldest.position;
+      // Unseeded, a trimmed event may be one a read in flight needs after it: that read must not seed.
+      else tail.generation++;
+    }
+  }
+
+  #dropTail(entry: TopicEntry): void {
+    const tail = entry.tail;
+    this.#tailBytes -= tail.bytes;
+    tail.base = undefined;
+    tail.events = [];
+    tail.bytes = 0;
+    tail.generation++;
+  }
+
+  /** The events after `cursor` when the tail covers it (cursor at its base or on one of its events). */
+  #tailAfter(entry: TopicEntry | undefined, cursor: Position): Delivery[] | undefined {
+    const tail = entry?.tail;
+    if (!tail?.base || tail.base.epoch !== cursor.epoch) return undefined;
+    if (comparePositions(cursor, tail.base) === 0) return tail.events.slice();
+    const events = tail.events;
+    // Binary search: events are in stream order.
+    let low = 0;
+    let high = events.length - 1;
+    while (low <= high) {
+      const middle = (low + high) >> 1;
+      const order = comparePositions((events[middle] as Delivery).position, cursor);
+      if (order === 0) return events.slice(middle + 1);
+      if (order < 0) low = middle + 1;
+      else high = middle - 1;
+    }
+    return undefined;
   }
 
   /** Encodes a replayed event once per node while it is recent, not once per resuming connection. */
