@@ -3,6 +3,7 @@
  * parsed into a frozen Config. Every invalid setting is reported together at boot.
  */
 import { createPublicKey } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { DEFAULT_KEY_PREFIX } from '@sse-gateway/publisher-sdk/protocol';
 import { parseRedisUrl, type RedisTarget } from '@sse-gateway/publisher-sdk/redis-target';
 import { loadTlsFiles, TlsFilesError } from './server/tls-files.js';
@@ -126,6 +127,8 @@ export interface Config {
    * What the gateway may send is bounded by the client's window instead. Default 65535.
    */
   readonly h2InitialWindowSize: number;
+  /** Gateway processes sharing PORT (node:cluster), each a full node; `auto` = one per CPU. Needs Redis. Default 1. */
+  readonly workers: number;
 }
 
 interface Setting<K extends keyof Config> {
@@ -567,7 +570,18 @@ const ACCESS_AND_LIMIT_SETTINGS = {
   },
 } satisfies Partial<SettingsTable>;
 
+const workerCount = (raw: string): number => {
+  if (raw.trim().toLowerCase() === 'auto') return availableParallelism();
+  return integer(1, 256)(raw);
+};
+
 const SERVER_SETTINGS = {
+  workers: {
+    env: 'WORKERS',
+    default: '1',
+    doc: 'gateway processes sharing PORT (auto = one per CPU); more than 1 needs Redis',
+    parse: workerCount,
+  },
   tlsCert: {
     env: 'TLS_CERT',
     default: '',
@@ -635,6 +649,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   if (config.redisSentinels && !config.redisSentinelName)
     problems.push('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the master group name)');
   problems.push(...tlsProblems(config));
+  const redisConfigured = Boolean(config.redisUrl || config.redisSentinels || config.redisClusterNodes);
+  if (typeof config.workers === 'number' && config.workers > 1 && !redisConfigured)
+    problems.push(
+      `WORKERS=${env.WORKERS} needs Redis (REDIS_URL): the embedded engine keeps history in one process, so workers would not share it`,
+    );
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config) as unknown as Config;
 }

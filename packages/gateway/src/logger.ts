@@ -1,11 +1,13 @@
 /** pino JSON logs; tokens, cookies and payloads never reach them. */
+import cluster from 'node:cluster';
 import { type Logger, pino } from 'pino';
 
 export function createLogger(level: string): Logger {
   return pino(
     {
       level,
-      base: { service: 'sse-gateway' },
+      // With WORKERS > 1 every line says which worker wrote it.
+      base: { service: 'sse-gateway', pid: process.pid, ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}) },
       redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'token', 'data'], censor: '[redacted]' },
     },
     // Buffered, asynchronous stdout: a connection's open and close lines (a burst of thousands in a

@@ -4,9 +4,8 @@
  * (readiness off, no new streams, existing ones closed spread over DRAIN_MS) and exits 0; `--help` prints
  * usage; an invalid environment exits 2 listing every problem.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Collector,
@@ -19,78 +18,8 @@ import {
   range,
   rawStream,
 } from './support/gateway.js';
+import { children, cleanEnv, MAIN, REPO_ROOT, spawnGateway } from './support/gateway-process.js';
 import { waitFor, withDeadline } from './support/wait.js';
-
-const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
-const REPO_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
-
-interface LogLine {
-  readonly level: number;
-  readonly time: number;
-  readonly msg: string;
-  readonly [field: string]: unknown;
-}
-
-interface RunningGateway {
-  readonly child: ChildProcess;
-  readonly url: string;
-  readonly logs: LogLine[];
-  readonly stderr: () => string;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-const children: ChildProcess[] = [];
-
-/** Only what the test sets: nothing from the runner's environment (REDIS_URL, NODE_OPTIONS...) leaks in. */
-function cleanEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH ?? '/usr/bin:/bin', ...settings };
-}
-
-/**
- * Spawns the gateway on a port the OS picks (PORT=0: no race for a "free" port) and resolves once its
- * `gateway listening` log line says where it is.
- */
-async function spawnGateway(settings: Record<string, string>): Promise<RunningGateway> {
-  const child = spawn(process.execPath, [MAIN], {
-    cwd: REPO_ROOT,
-    env: cleanEnv({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...settings }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const logs: LogLine[] = [];
-  let pending = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8');
-  child.stdout?.on('data', (chunk: string) => {
-    pending += chunk;
-    let newline = pending.indexOf('\n');
-    while (newline >= 0) {
-      const line = pending.slice(0, newline);
-      pending = pending.slice(newline + 1);
-      try {
-        logs.push(JSON.parse(line) as LogLine);
-      } catch {
-        // not a log line
-      }
-      newline = pending.indexOf('\n');
-    }
-  });
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (chunk: string) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-  const listening = await waitFor(
-    async () => {
-      if (child.exitCode !== null) throw new Error(`the gateway exited with ${child.exitCode}: ${stderr}`);
-      return logs.find((line) => line.msg === 'gateway listening');
-    },
-    { what: "the 'gateway listening' log line", timeoutMs: 30_000 },
-  );
-  return { child, url: String(listening.url), logs, stderr: () => stderr, exited };
-}
 
 /** Status of a GET, or 'refused' when the node no longer accepts connections. */
 async function statusOrRefused(url: string): Promise<number | 'refused'> {
