@@ -7,6 +7,8 @@
 //   storm    N clients reconnecting at once with Last-Event-ID, each replaying missed events (bench/storm.js)
 //   cluster  SDK publish rate and gateway fan-out on a 3+3 Redis Cluster against one redis-server, and recovery
 //            from a SIGKILLed primary (bench/cluster.js)
+//   rolling  rolling restart of 3 nodes behind HAProxy (SIGTERM, drain, start, healthy, next) under live
+//            traffic: lost/duplicated events, reconnect times, refused reconnects (bench/rolling.js)
 //   h2       gateway fan-out over cleartext HTTP/2 (h2c), many streams per session and one per session,
 //            against HTTP/1.1 on the same gateway build in the same run (--h2-conns, --h2-streams-per-session)
 //
@@ -15,6 +17,7 @@
 //   pnpm bench -- --only storm --storm-conns 10000 --storm-replay 100
 //   pnpm bench -- --only publish --publish-events 200000 --publish-batch 128 --publish-in-flight 8 --publish-rounds 3
 //   pnpm bench -- --only cluster --cluster-rounds 3 --cluster-conns 1000 --cluster-recovery-conns 500
+//   pnpm bench -- --only rolling --rolling-conns 3000 --rolling-rate 10
 //   pnpm bench -- --only h2 --h2-conns 1000 --h2-streams-per-session 100 --h2-rounds 3
 //
 // Everything listens on 127.0.0.1; every process started here is stopped here, by pid.
@@ -26,10 +29,11 @@ import { createPublisher } from '@sse-gateway/publisher-sdk';
 import { CLUSTER_NODE_TIMEOUT_MS, LATE_MS, runCluster } from './cluster.js';
 import { cpuSeconds, hasTaskset, percentile, pinSelf, startRedis, startServer, stop, stopAll } from './harness.js';
 import { BENCHMARK_CLIENTS, runPublishRate, TARGET_RATIO } from './publish-rate.js';
+import { runRolling } from './rolling.js';
 import { connect, connectH2, openH2Session } from './sse-client.js';
 import { meetsTarget, runStorms, TARGET_MS } from './storm.js';
 
-const PHASES = ['fanout', 'h2', 'publish', 'storm', 'cluster'];
+const PHASES = ['fanout', 'h2', 'publish', 'storm', 'rolling', 'cluster'];
 // pnpm 10 hands `pnpm bench -- --only x` on with the `--`, which would end option parsing here.
 const argv = process.argv.slice(2);
 const { values: args } = parseArgs({
@@ -63,6 +67,9 @@ const { values: args } = parseArgs({
     'h2-conns': { type: 'string', default: '1000' },
     'h2-streams-per-session': { type: 'string', default: '100' },
     'h2-rounds': { type: 'string', default: '3' },
+    'rolling-conns': { type: 'string', default: '3000' },
+    'rolling-rate': { type: 'string', default: '10' },
+    'rolling-drain-ms': { type: 'string', default: '3000' },
   },
 });
 const phases = args.only.split(',');
@@ -247,6 +254,29 @@ async function h2Phase(redisUrl) {
   }
 }
 
+async function rollingPhase() {
+  const r = await runRolling({
+    conns: Number(args['rolling-conns']),
+    rate: Number(args['rolling-rate']),
+    drainMs: Number(args['rolling-drain-ms']),
+    retryMs: 1000,
+  });
+  console.log(
+    `\nRolling restart: 3 gateways behind HAProxy (local processes, unpinned), ${r.conns} clients over 3 topics, ` +
+      `${r.rate} events/s; each node SIGTERM (DRAIN_MS ${args['rolling-drain-ms']}), started again, healthy, then the next; ` +
+      'clients reconnect after the retry hint (RETRY_MS 1000, jitter 1) with Last-Event-ID',
+  );
+  console.log(
+    '| clients | events | lost | dups | not caught up | reconnects | back p50 ms | back p99 ms | refused | busiest second of connects (limit per node) | restarts (drained ms / healthy again ms) |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  const restarts = r.restarts.map((x) => `${x.node} ${x.drainedMs.toFixed(0)}/${x.backMs.toFixed(0)}`).join(', ');
+  console.log(
+    `| ${r.conns} | ${r.events} | ${r.lost} | ${r.dups} | ${r.notCaughtUp} | ${r.reconnects} | ${r.reconnectP50.toFixed(0)} | ` +
+      `${r.reconnectP99.toFixed(0)} | ${r.refused} | ${r.busiestSecond} (${r.limit}) | ${restarts} |`,
+  );
+}
+
 async function stormPhase(redisUrl) {
   const timeoutMs = Number(args['storm-timeout']) * 1000;
   const caughtUp = (ms) => (Number.isFinite(ms) ? ms.toFixed(0) : `> ${timeoutMs}`);
@@ -416,6 +446,7 @@ async function main() {
   // The storm leaves thousands of closing sockets and a large Redis heap behind: only the cluster phase, with
   // Redis processes of its own, comes after it.
   if (phases.includes('storm')) await stormPhase(redis.url);
+  if (phases.includes('rolling')) await rollingPhase();
   if (phases.includes('cluster')) await clusterPhase();
 }
 
