@@ -2,7 +2,8 @@
 // measured in the same run, so the ratio is what counts. Servers run pinned to CPU 0 (when taskset exists);
 // Redis, publisher and clients on CPU 1 (the publish phase puts its publishers on CPU 0 instead). Phases, in
 // this order (all by default; pick some with --only):
-//   fanout   deliveries/s and publish->receive latency, gateway and raw baseline (--conns, --seconds, --rate)
+//   fanout   deliveries/s and publish->receive latency, gateway and raw baseline, and Nchan when installed
+//            (bench/nchan.js; --no-nchan skips it) (--conns, --seconds, --rate)
 //   publish  SDK sendMany rate against redis-benchmark running the publish script (bench/publish-rate.js)
 //   storm    N clients reconnecting at once with Last-Event-ID, each replaying missed events (bench/storm.js)
 //   cluster  SDK publish rate and gateway fan-out on a 3+3 Redis Cluster against one redis-server, and recovery
@@ -27,7 +28,18 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
 import { CLUSTER_NODE_TIMEOUT_MS, LATE_MS, runCluster } from './cluster.js';
-import { cpuSeconds, hasTaskset, percentile, pinSelf, startRedis, startServer, stop, stopAll } from './harness.js';
+import {
+  cpuSeconds,
+  freePort,
+  hasTaskset,
+  percentile,
+  pinSelf,
+  startRedis,
+  startServer,
+  stop,
+  stopAll,
+} from './harness.js';
+import { childPids, hasNchan, nchanPublisher, processTreeRssKb, startNchan } from './nchan.js';
 import { BENCHMARK_CLIENTS, runPublishRate, TARGET_RATIO } from './publish-rate.js';
 import { runRolling } from './rolling.js';
 import { connect, connectH2, openH2Session } from './sse-client.js';
@@ -67,6 +79,7 @@ const { values: args } = parseArgs({
     'h2-conns': { type: 'string', default: '1000' },
     'h2-streams-per-session': { type: 'string', default: '100' },
     'h2-rounds': { type: 'string', default: '3' },
+    'no-nchan': { type: 'boolean', default: false },
     'rolling-conns': { type: 'string', default: '3000' },
     'rolling-rate': { type: 'string', default: '10' },
     'rolling-drain-ms': { type: 'string', default: '3000' },
@@ -92,7 +105,13 @@ const PREFIX = `bench:${process.pid}:`;
  */
 async function runOne(kind, redisUrl, conns, { transport = 'h1', streamsPerSession = 1 } = {}) {
   const env = transport === 'h2' ? { H2C: 'true', H2_MAX_CONCURRENT_STREAMS: String(streamsPerSession) } : {};
-  const { server, port } = await startServer(kind, { redisUrl, prefix: PREFIX, gzip: args.gzip, env });
+  const { server, port } =
+    kind === 'nchan'
+      ? await startNchan({ redisUrl, port: await freePort() })
+      : await startServer(kind, { redisUrl, prefix: PREFIX, gzip: args.gzip, env });
+  // Nginx fans out in its worker process: count the whole tree.
+  const serverPids = () => (kind === 'nchan' ? [server.pid, ...childPids(server.pid)] : [server.pid]);
+  const serverCpu = () => serverPids().reduce((sum, pid) => sum + cpuSeconds(pid), 0);
   const sessions = [];
   const open = async (index, sampled, stats) => {
     if (transport === 'h1') return connect(port, TOPIC, sampled, stats);
@@ -102,11 +121,13 @@ async function runOne(kind, redisUrl, conns, { transport = 'h1', streamsPerSessi
   };
 
   const rss = () =>
-    Number(
-      spawnSync('ps', ['-o', 'rss=', '-p', String(server.pid)])
-        .stdout.toString()
-        .trim(),
-    );
+    kind === 'nchan'
+      ? processTreeRssKb(server.pid)
+      : Number(
+          spawnSync('ps', ['-o', 'rss=', '-p', String(server.pid)])
+            .stdout.toString()
+            .trim(),
+        );
   const rssBeforeKb = rss();
   const stats = { sentAt: new Map(), latencies: [], measuring: false };
   const clients = [];
@@ -121,13 +142,10 @@ async function runOne(kind, redisUrl, conns, { transport = 'h1', streamsPerSessi
   const idleKbPerConn = (rss() - rssBeforeKb) / conns;
   const sentinel = clients[clients.length - 1 - ((clients.length - 1) % SAMPLE_EVERY)];
 
-  const publisher = createPublisher({
-    redis: redisUrl,
-    prefix: PREFIX,
-    topic: TOPIC,
-    maxLength: 1000,
-    maxAgeMs: 0,
-  });
+  const publisher =
+    kind === 'nchan'
+      ? nchanPublisher(port, TOPIC)
+      : createPublisher({ redis: redisUrl, prefix: PREFIX, topic: TOPIC, maxLength: 1000, maxAgeMs: 0 });
   const pad = 'x'.repeat(Math.max(0, EVENT_BYTES - 20));
   let seq = 0;
   const publish = async (n) => {
@@ -153,7 +171,7 @@ async function runOne(kind, redisUrl, conns, { transport = 'h1', streamsPerSessi
 
   // Throughput: keep the publisher at most WINDOW events ahead of the sentinel client.
   const framesBefore = clients.reduce((sum, c) => sum + c.frames, 0);
-  const cpuBefore = cpuSeconds(server.pid);
+  const cpuBefore = serverCpu();
   const t0 = performance.now();
   while (performance.now() - t0 < SECONDS * 1000) {
     if (seq - 1 - sentinel.lastSeq < WINDOW) await publish(8);
@@ -161,7 +179,7 @@ async function runOne(kind, redisUrl, conns, { transport = 'h1', streamsPerSessi
   }
   const elapsed = (performance.now() - t0) / 1000;
   const delivered = clients.reduce((sum, c) => sum + c.frames, 0) - framesBefore;
-  const serverBusy = (cpuSeconds(server.pid) - cpuBefore) / elapsed;
+  const serverBusy = (serverCpu() - cpuBefore) / elapsed;
   await waitFor(() => sentinel.lastSeq === seq - 1, 60_000);
 
   // Latency: a fixed, modest rate; publish->receive at every sampled client.
@@ -201,19 +219,24 @@ async function fanoutPhase(redisUrl) {
   for (const conns of CONNECTION_COUNTS) {
     const raw = await runOne('raw', redisUrl, conns);
     const gateway = await runOne('gateway', redisUrl, conns);
-    rows.push(raw, gateway);
+    const peers = args['no-nchan'] || !hasNchan ? [] : [await runOne('nchan', redisUrl, conns)];
+    rows.push({ ...raw, base: raw }, { ...gateway, base: raw }, ...peers.map((peer) => ({ ...peer, base: raw })));
     const ratio = (gateway.deliveriesPerSecond / raw.deliveriesPerSecond).toFixed(2);
     console.log(
       `\n${conns} connections: gateway delivers ${ratio}x the raw baseline; ` +
         `p99 ${gateway.p99.toFixed(1)} ms vs ${raw.p99.toFixed(1)} ms`,
     );
   }
-  console.log('\n| server | conns | deliveries/s | p50 ms | p99 ms | connect ms | RSS KB per idle conn |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- |');
+  if (!hasNchan) console.log('(Nchan not installed: apt-get install nginx libnginx-mod-nchan to measure it too)');
+  console.log(
+    '\n| server | conns | deliveries/s | vs raw | server CPU | p50 ms | p99 ms | connect ms | vs raw | RSS KB per idle conn |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) {
     console.log(
-      `| ${r.kind} | ${r.conns} | ${r.deliveriesPerSecond} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ` +
-        `${r.connectMs.toFixed(0)} | ${r.idleKbPerConn.toFixed(1)} |`,
+      `| ${r.kind} | ${r.conns} | ${r.deliveriesPerSecond} | ${(r.deliveriesPerSecond / r.base.deliveriesPerSecond).toFixed(2)} | ` +
+        `${Math.round(r.serverBusy * 100)}% | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ` +
+        `${r.connectMs.toFixed(0)} | ${(r.connectMs / r.base.connectMs).toFixed(2)} | ${r.idleKbPerConn.toFixed(1)} |`,
     );
   }
 }

@@ -35,7 +35,7 @@ export function openFileLimit() {
   return text === 'unlimited' ? Number.POSITIVE_INFINITY : Number(text);
 }
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
