@@ -61,9 +61,14 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     engineStats: () => (isCountingEngine(engine) ? engine.counters() : {}),
   });
   await hub.start();
-  const app = createApp({ config, engine, claims, hub, metrics, logger });
+  const { app, fastPath } = createApp({ config, engine, claims, hub, metrics, logger });
 
-  const server = await startNodeServer(requestListener(app.fetch, config), config, logger);
+  const honoListener = requestListener(app.fetch, config);
+  // GET /events skips hono (routing, its Request wrapper, middleware); everything else goes through it.
+  const listener: typeof honoListener = async (incoming, outgoing) => {
+    if (!fastPath(incoming, outgoing)) await honoListener(incoming, outgoing);
+  };
+  const server = await startNodeServer(listener, config, logger);
   const port = server.port;
   const url = `${server.scheme}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, protocols: server.protocols, engine: engine.kind }, 'gateway listening');

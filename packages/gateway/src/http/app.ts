@@ -1,4 +1,9 @@
-/** THE EDGE: hono routes, CORS, body limits, and every error mapped to `{ "error": { code, message } }` once. */
+/**
+ * THE EDGE: hono routes, CORS, body limits, and every error mapped to `{ "error": { code, message } }` once;
+ * GET /events also has a fast path in front of hono (events-fast-path.ts) running the same route code.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { HttpBindings } from '@hono/node-server';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -15,9 +20,11 @@ import { ConnectionLimits } from './connection-limits.js';
 import { Cors } from './cors.js';
 import { DEMO_PAGE } from './demo-page.js';
 import { errorBody, GatewayError } from './errors.js';
+import { createEventsFastPath } from './events-fast-path.js';
 import { createEventsRoute } from './events-route.js';
 import { createPublishRoute } from './publish-route.js';
 import { requestHeader } from './request-header.js';
+import { viewOfContext } from './request-view.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -34,7 +41,16 @@ export interface AppDeps {
 
 type Env = { Bindings: HttpBindings };
 
-export function createApp(deps: AppDeps): Hono<Env> {
+export interface GatewayApp {
+  readonly app: Hono<Env>;
+  /** Serves GET /events before hono sees it (true), or leaves the request to hono (false). */
+  readonly fastPath: (
+    incoming: IncomingMessage | Http2ServerRequest,
+    outgoing: ServerResponse | Http2ServerResponse,
+  ) => boolean;
+}
+
+export function createApp(deps: AppDeps): GatewayApp {
   const { config, engine, hub, metrics } = deps;
   const log = deps.logger.child({ mod: 'http' });
   const cors = new Cors(config);
@@ -73,19 +89,17 @@ export function createApp(deps: AppDeps): Hono<Env> {
     });
   });
   if (config.demoPage) app.get('/demo', (c) => c.html(DEMO_PAGE));
-  app.get(
-    '/events',
-    createEventsRoute({
-      config,
-      hub,
-      engine,
-      cors,
-      access,
-      limits,
-      logger: deps.logger,
-      random: deps.random ?? Math.random,
-    }),
-  );
+  const events = createEventsRoute({
+    config,
+    hub,
+    engine,
+    cors,
+    access,
+    limits,
+    logger: deps.logger,
+    random: deps.random ?? Math.random,
+  });
+  app.get('/events', events.route);
   app.post(
     '/publish',
     bodyLimit({
@@ -97,7 +111,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     createPublishRoute({ config, engine, metrics, access, logger: deps.logger }),
   );
   app.post('/tickets', async (c) => {
-    const { ticket, expiresAt } = await access.mintTicket(c);
+    const { ticket, expiresAt } = await access.mintTicket(viewOfContext(c));
     c.header('Cache-Control', 'no-store');
     return c.json({ ticket, expiresAt: new Date(expiresAt).toISOString() });
   });
@@ -144,5 +158,5 @@ export function createApp(deps: AppDeps): Hono<Env> {
     return c.json(errorBody('internal_error', 'internal error'), 500);
   });
 
-  return app;
+  return { app, fastPath: createEventsFastPath({ events, cors, metrics, logger: deps.logger }) };
 }

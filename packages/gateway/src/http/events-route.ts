@@ -19,7 +19,7 @@ import type { Access } from './auth/access.js';
 import type { ConnectionLimits } from './connection-limits.js';
 import type { Cors } from './cors.js';
 import { GatewayError } from './errors.js';
-import { requestHeader } from './request-header.js';
+import { type RequestView, viewOfContext } from './request-view.js';
 import { parseLastEventId, parseTopics } from './subscribe-request.js';
 
 export interface EventsRouteDeps {
@@ -37,6 +37,8 @@ export interface EventsRouteDeps {
 /** Share of MAX_CONNECTION_AGE_MS taken off at random, so connections opened together do not all close together. */
 const MAX_AGE_JITTER = 0.1;
 
+export type EventsRoute = ReturnType<typeof createEventsRoute>;
+
 export function createEventsRoute(deps: EventsRouteDeps) {
   const { config, hub, engine, cors, access, limits } = deps;
   const log = deps.logger.child({ mod: 'events' });
@@ -48,7 +50,15 @@ export function createEventsRoute(deps: EventsRouteDeps) {
   /** RETRY_MS plus this connection's random share of RETRY_JITTER. */
   const retryHintMs = () => config.retryMs * (1 + config.retryJitter * deps.random());
 
-  return async (c: Context<{ Bindings: HttpBindings | Http2Bindings }>) => {
+  /**
+   * Serves one GET /events: validates it, and either hands the stream to the hub or throws a
+   * GatewayError (rendered by the caller). Always answers on `outgoing` itself.
+   */
+  const serve = async (
+    c: RequestView,
+    incoming: IncomingMessage | Http2ServerRequest,
+    outgoing: ServerResponse | Http2ServerResponse,
+  ): Promise<void> => {
     const unavailable = hub.draining
       ? new GatewayError(503, 'draining', 'this node is shutting down; reconnect to another', { 'Retry-After': '1' })
       : !engine.isReady()
@@ -59,19 +69,18 @@ export function createEventsRoute(deps: EventsRouteDeps) {
     if (unavailable) {
       // EventSource gives up for good on any error status: it gets an empty stream with a retry hint and
       // comes back (through the balancer, to another node) by itself. Other clients get the 503.
-      if (!/\btext\/event-stream\b/.test(requestHeader(c, 'accept') ?? '')) throw unavailable;
-      createSink(c.env.outgoing, { gzip: false }).answerRetryOnly(
-        streamHeaders(cors.responseHeaders(requestHeader(c, 'origin'))),
+      if (!/\btext\/event-stream\b/.test(c.header('accept') ?? '')) throw unavailable;
+      createSink(outgoing, { gzip: false }).answerRetryOnly(
+        streamHeaders(cors.responseHeaders(c.header('origin'))),
         retryHintMs(),
       );
-      return RESPONSE_ALREADY_SENT;
+      return;
     }
-    const topics = parseTopics(c.req.queries('topic'), config.maxTopicsPerConnection);
-    const resume = parseLastEventId(requestHeader(c, 'last-event-id') ?? c.req.query('lastEventId'), topics);
+    const topics = parseTopics(c.queries('topic'), config.maxTopicsPerConnection);
+    const resume = parseLastEventId(c.header('last-event-id') ?? c.query('lastEventId'), topics);
     const { principal, commit } = await access.authorizeSubscribe(c, topics);
 
-    const { incoming, outgoing } = c.env;
-    if (incoming.destroyed) return RESPONSE_ALREADY_SENT;
+    if (incoming.destroyed) return;
     const address = clientAddress(incoming, config.trustProxy);
     const release = limits.admit(principal?.sub ? `sub:${principal.sub}` : `ip:${address}`);
     try {
@@ -80,14 +89,14 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       release();
       throw error;
     }
-    const useGzip = config.gzip && /\bgzip\b/.test(requestHeader(c, 'accept-encoding') ?? '');
+    const useGzip = config.gzip && /\bgzip\b/.test(c.header('accept-encoding') ?? '');
     const sink = createSink(outgoing, { gzip: useGzip });
     if (incoming.destroyed || sink.gone) {
       // The client left while its credentials were checked: no 'close' will come for listeners added now.
       release();
-      return RESPONSE_ALREADY_SENT;
+      return;
     }
-    const origin = requestHeader(c, 'origin');
+    const origin = c.header('origin');
     const now = Date.now();
     const connection = new Connection({
       id: nextConnectionId++,
@@ -118,7 +127,15 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       'connection opened',
     );
     void hub.open(connection, resume, () => connection.start());
-    return RESPONSE_ALREADY_SENT;
+  };
+
+  return {
+    serve,
+    /** The hono route: the same, for requests that come through the app. */
+    route: async (c: Context<{ Bindings: HttpBindings | Http2Bindings }>) => {
+      await serve(viewOfContext(c), c.env.incoming, c.env.outgoing);
+      return RESPONSE_ALREADY_SENT;
+    },
   };
 }
 

@@ -9,6 +9,7 @@ import type { Access } from './auth/access.js';
 import { GatewayError } from './errors.js';
 import { parsePublishBody } from './publish-request.js';
 import { requestHeader } from './request-header.js';
+import { viewOfContext } from './request-view.js';
 
 export interface PublishRouteDeps {
   readonly config: Config;
@@ -23,7 +24,7 @@ export function createPublishRoute(deps: PublishRouteDeps) {
   const log = deps.logger.child({ mod: 'publish' });
   return async (c: Context) => {
     const parsed = parsePublishBody(await c.req.text(), config);
-    await access.authorizePublish(c, [...new Set(parsed.events.map((event) => event.topic))]);
+    await access.authorizePublish(viewOfContext(c), [...new Set(parsed.events.map((event) => event.topic))]);
     const events = withIdempotencyKeys(parsed.events, parsed.batch, requestHeader(c, 'idempotency-key'));
     if (!engine.isReady()) {
       throw new GatewayError(503, 'engine_unavailable', 'the event store is unreachable; nothing was stored', {

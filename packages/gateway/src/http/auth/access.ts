@@ -4,9 +4,8 @@
  * (development); with any key, subscribing needs a grant unless the topic is public, and publishing
  * always needs a publish grant.
  */
-import type { Context } from 'hono';
 import { GatewayError } from '../errors.js';
-import { requestCookie, requestHeader } from '../request-header.js';
+import type { RequestView } from '../request-view.js';
 import { anyGrantMatches, compileGrants, type Grant } from './grants.js';
 import { TicketError, type Tickets } from './tickets.js';
 import { InvalidTokenError, type Principal, type TokenVerifier } from './token-verifier.js';
@@ -45,12 +44,12 @@ export class Access {
    * and `commit`, which spends a single-use ticket: call it once the stream was admitted by the limits.
    */
   async authorizeSubscribe(
-    c: Context,
+    c: RequestView,
     topics: readonly string[],
   ): Promise<{ principal: Principal | undefined; commit: () => Promise<void> }> {
     const nothingToSpend = async () => {};
     if (this.open) return { principal: undefined, commit: nothingToSpend };
-    const ticket = c.req.query('ticket');
+    const ticket = c.query('ticket');
     let principal: Principal | undefined;
     let commit = nothingToSpend;
     if (ticket !== undefined) {
@@ -75,7 +74,7 @@ export class Access {
     return { principal, commit };
   }
 
-  async authorizePublish(c: Context, topics: readonly string[]): Promise<Principal | undefined> {
+  async authorizePublish(c: RequestView, topics: readonly string[]): Promise<Principal | undefined> {
     if (this.open) return undefined;
     const principal = await this.#authenticate(c);
     if (principal?.source === 'cookie') requireJsonBody(c);
@@ -93,7 +92,7 @@ export class Access {
   }
 
   /** Requires a token (bearer or cookie) and mints a single-use subscribe ticket from it. */
-  async mintTicket(c: Context): Promise<{ ticket: string; expiresAt: number }> {
+  async mintTicket(c: RequestView): Promise<{ ticket: string; expiresAt: number }> {
     if (this.open) throw new GatewayError(404, 'tickets_disabled', 'tickets need auth keys; this gateway is open');
     // No CSRF check here: a forged mint cannot read the ticket it caused (no CORS for foreign origins).
     const principal = await this.#authenticate(c);
@@ -113,14 +112,14 @@ export class Access {
   }
 
   /** Bearer header first, then the cookie; undefined without credentials. */
-  async #authenticate(c: Context): Promise<Principal | undefined> {
-    const authorization = requestHeader(c, 'authorization');
+  async #authenticate(c: RequestView): Promise<Principal | undefined> {
+    const authorization = c.header('authorization');
     if (authorization !== undefined) {
       const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
       if (!match) throw new GatewayError(401, 'invalid_token', 'Authorization must be "Bearer <token>"');
       return this.#verify(match[1] as string, 'bearer');
     }
-    const cookie = requestCookie(c, this.#cookieName);
+    const cookie = c.cookie(this.#cookieName);
     if (cookie) return this.#verify(cookie, 'cookie');
     return undefined;
   }
@@ -140,8 +139,8 @@ export class Access {
  * CSRF: a browser attaches cookies to cross-site form posts, but a cross-origin request with a JSON
  * content type must pass a CORS preflight first. So a cookie-authenticated write must be JSON.
  */
-function requireJsonBody(c: Context): void {
-  const type = requestHeader(c, 'content-type') ?? '';
+function requireJsonBody(c: RequestView): void {
+  const type = c.header('content-type') ?? '';
   if (!/^application\/json\s*(;|$)/i.test(type)) {
     throw new GatewayError(
       415,
