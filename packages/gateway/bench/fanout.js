@@ -10,6 +10,8 @@
 //            from a SIGKILLed primary (bench/cluster.js)
 //   rolling  rolling restart of 3 nodes behind HAProxy (SIGTERM, drain, start, healthy, next) under live
 //            traffic: lost/duplicated events, reconnect times, refused reconnects (bench/rolling.js)
+//   connect  time to open N streams, gateway against the raw baseline, alternating rounds, medians
+//            (--connect-conns, --connect-rounds)
 //   h2       gateway fan-out over cleartext HTTP/2 (h2c), many streams per session and one per session,
 //            against HTTP/1.1 on the same gateway build in the same run (--h2-conns, --h2-streams-per-session)
 //
@@ -45,7 +47,7 @@ import { runRolling } from './rolling.js';
 import { connect, connectH2, openH2Session } from './sse-client.js';
 import { meetsTarget, runStorms, TARGET_MS } from './storm.js';
 
-const PHASES = ['fanout', 'h2', 'publish', 'storm', 'rolling', 'cluster'];
+const PHASES = ['fanout', 'connect', 'h2', 'publish', 'storm', 'rolling', 'cluster'];
 // pnpm 10 hands `pnpm bench -- --only x` on with the `--`, which would end option parsing here.
 const argv = process.argv.slice(2);
 const { values: args } = parseArgs({
@@ -80,6 +82,8 @@ const { values: args } = parseArgs({
     'h2-streams-per-session': { type: 'string', default: '100' },
     'h2-rounds': { type: 'string', default: '3' },
     'no-nchan': { type: 'boolean', default: false },
+    'connect-conns': { type: 'string', default: '10000' },
+    'connect-rounds': { type: 'string', default: '5' },
     'rolling-conns': { type: 'string', default: '3000' },
     'rolling-rate': { type: 'string', default: '10' },
     'rolling-drain-ms': { type: 'string', default: '3000' },
@@ -277,6 +281,50 @@ async function h2Phase(redisUrl) {
   }
 }
 
+/** Opens `conns` streams in batches of 200 concurrent connects; resolves with the time it took. */
+async function timeConnects(kind, redisUrl, conns) {
+  const { server, port } = await startServer(kind, { redisUrl, prefix: PREFIX });
+  const stats = { sentAt: new Map(), latencies: [], measuring: false };
+  const clients = [];
+  try {
+    const startedAt = performance.now();
+    for (let i = 0; i < conns; i += 200) {
+      const batch = [];
+      for (let j = i; j < Math.min(conns, i + 200); j++) batch.push(connect(port, TOPIC, false, stats));
+      clients.push(...(await Promise.all(batch)));
+    }
+    return performance.now() - startedAt;
+  } finally {
+    for (const client of clients) client.close();
+    await stop(server);
+  }
+}
+
+async function connectPhase(redisUrl) {
+  const conns = Number(args['connect-conns']);
+  const rounds = Number(args['connect-rounds']);
+  const times = { raw: [], gateway: [] };
+  for (let round = 0; round < rounds; round++) {
+    for (const kind of ['raw', 'gateway']) times[kind].push(await timeConnects(kind, redisUrl, conns));
+  }
+  const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
+  const raw = median(times.raw);
+  const gateway = median(times.gateway);
+  console.log(
+    `\nConnect ${conns} streams (batches of 200 concurrent connects, servers on CPU 0), medians of ${rounds} alternating rounds`,
+  );
+  console.log('| server | median ms | vs raw | rounds ms |');
+  console.log('| --- | --- | --- | --- |');
+  for (const [kind, value] of [
+    ['raw', raw],
+    ['gateway', gateway],
+  ]) {
+    console.log(
+      `| ${kind} | ${value.toFixed(0)} | ${(value / raw).toFixed(2)} | ${times[kind].map((t) => t.toFixed(0)).join(', ')} |`,
+    );
+  }
+}
+
 async function rollingPhase() {
   const r = await runRolling({
     conns: Number(args['rolling-conns']),
@@ -464,6 +512,7 @@ async function main() {
       `${LATENCY_RATE} msg/s, gzip ${args.gzip}, pinning ${hasTaskset ? 'servers to CPU 0, rest to CPU 1' : 'off'}`,
   );
   if (phases.includes('fanout')) await fanoutPhase(redis.url);
+  if (phases.includes('connect')) await connectPhase(redis.url);
   if (phases.includes('h2')) await h2Phase(redis.url);
   if (phases.includes('publish')) await publishPhase(redis);
   // The storm leaves thousands of closing sockets and a large Redis heap behind: only the cluster phase, with
