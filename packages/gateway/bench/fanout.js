@@ -10,6 +10,9 @@
 //            from a SIGKILLed primary (bench/cluster.js)
 //   rolling  rolling restart of 3 nodes behind HAProxy (SIGTERM, drain, start, healthy, next) under live
 //            traffic: lost/duplicated events, reconnect times, refused reconnects (bench/rolling.js)
+//   ramp     the bounded-latency ramp: open-loop publishing, rate x1.5 per step, until an event is more
+//            than 500 ms late at its last client or p99 > 1 s; raw, gateway and Nchan (bench/ramp.js)
+//            (--ramp-conns, --ramp-start-rate, --ramp-step-seconds)
 //   connect  time to open N streams, gateway against the raw baseline, alternating rounds, medians
 //            (--connect-conns, --connect-rounds)
 //   h2       gateway fan-out over cleartext HTTP/2 (h2c), many streams per session and one per session,
@@ -43,11 +46,12 @@ import {
 } from './harness.js';
 import { childPids, hasNchan, nchanPublisher, processTreeRssKb, startNchan } from './nchan.js';
 import { BENCHMARK_CLIENTS, runPublishRate, TARGET_RATIO } from './publish-rate.js';
+import { LAST_LATE_MS, P99_MS, runRamp } from './ramp.js';
 import { runRolling } from './rolling.js';
 import { connect, connectH2, openH2Session } from './sse-client.js';
 import { meetsTarget, runStorms, TARGET_MS } from './storm.js';
 
-const PHASES = ['fanout', 'connect', 'h2', 'publish', 'storm', 'rolling', 'cluster'];
+const PHASES = ['fanout', 'ramp', 'connect', 'h2', 'publish', 'storm', 'rolling', 'cluster'];
 // pnpm 10 hands `pnpm bench -- --only x` on with the `--`, which would end option parsing here.
 const argv = process.argv.slice(2);
 const { values: args } = parseArgs({
@@ -82,6 +86,9 @@ const { values: args } = parseArgs({
     'h2-streams-per-session': { type: 'string', default: '100' },
     'h2-rounds': { type: 'string', default: '3' },
     'no-nchan': { type: 'boolean', default: false },
+    'ramp-conns': { type: 'string', default: '1000,10000' },
+    'ramp-start-rate': { type: 'string', default: '20' },
+    'ramp-step-seconds': { type: 'string', default: '3' },
     'connect-conns': { type: 'string', default: '10000' },
     'connect-rounds': { type: 'string', default: '5' },
     'rolling-conns': { type: 'string', default: '3000' },
@@ -278,6 +285,40 @@ async function h2Phase(redisUrl) {
         `${median(list, 'p99').toFixed(1)} | ${median(list, 'connectMs').toFixed(0)} | ` +
         `${median(list, 'idleKbPerConn').toFixed(1)} | ${list.map((r) => r.deliveriesPerSecond).join(', ')} |`,
     );
+  }
+}
+
+async function rampPhase(redisUrl) {
+  console.log(
+    `\nBounded-latency ramp: open-loop publishing for ${args['ramp-step-seconds']} s per step, rate x1.5 per step from ` +
+      `${args['ramp-start-rate']}/s; a step holds when every client got every event, the newest reached its last ` +
+      `sampled client within ${LAST_LATE_MS} ms and p99 <= ${P99_MS} ms`,
+  );
+  console.log('| server | streams | sustained deliveries/s | vs raw | events/s | p99 ms there | first failing step |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- |');
+  for (const conns of args['ramp-conns'].split(',').map(Number)) {
+    const results = await runRamp({
+      kinds: args['no-nchan'] ? ['raw', 'gateway'] : ['raw', 'gateway', 'nchan'],
+      conns,
+      startRate: Number(args['ramp-start-rate']),
+      factor: 1.5,
+      stepSeconds: Number(args['ramp-step-seconds']),
+      maxSteps: 30,
+      eventBytes: EVENT_BYTES,
+      prefix: PREFIX,
+      redisUrl,
+    });
+    const raw = results.find((r) => r.kind === 'raw')?.best?.deliveries ?? Number.NaN;
+    for (const r of results) {
+      const failed = r.steps.find((step) => !step.held);
+      const why = failed
+        ? `${failed.rate}/s: p99 ${failed.p99.toFixed(0)} ms, last ${failed.lastLateMs.toFixed(0)} ms late`
+        : 'none';
+      console.log(
+        `| ${r.kind} | ${conns} | ${r.best?.deliveries ?? 0} | ${((r.best?.deliveries ?? 0) / raw).toFixed(2)} | ` +
+          `${r.best?.rate ?? 0} | ${r.best ? r.best.p99.toFixed(0) : '-'} | ${why} |`,
+      );
+    }
   }
 }
 
@@ -512,6 +553,7 @@ async function main() {
       `${LATENCY_RATE} msg/s, gzip ${args.gzip}, pinning ${hasTaskset ? 'servers to CPU 0, rest to CPU 1' : 'off'}`,
   );
   if (phases.includes('fanout')) await fanoutPhase(redis.url);
+  if (phases.includes('ramp')) await rampPhase(redis.url);
   if (phases.includes('connect')) await connectPhase(redis.url);
   if (phases.includes('h2')) await h2Phase(redis.url);
   if (phases.includes('publish')) await publishPhase(redis);
