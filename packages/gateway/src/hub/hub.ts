@@ -54,6 +54,8 @@ interface TopicTail {
   bytes: number;
   /** Bumped whenever the tail is dropped, so a read issued before cannot seed it afterwards. */
   generation: number;
+  /** The last replay served from it, concatenated: a storm resumes thousands of clients from one cursor. */
+  served: { readonly cursor: Position; readonly through: Position; readonly chunks: ReplayChunk[] } | undefined;
 }
 
 /**
@@ -331,7 +333,7 @@ export class Hub {
         fanOut: undefined,
         head: undefined,
         headRead: undefined,
-        tail: { base: undefined, events: [], bytes: 0, generation: 0 },
+        tail: { base: undefined, events: [], bytes: 0, generation: 0, served: undefined },
       };
       this.#topics.set(topic, entry);
     }
@@ -370,11 +372,11 @@ export class Hub {
     const topic = connection.topics[index] as string;
     let cursor = after;
     let resets = 0;
-    const fromTail = this.#tailAfter(this.#topics.get(topic), cursor);
+    const fromTail = this.#tailChunks(this.#topics.get(topic), cursor);
     if (fromTail) {
       // Everything after the cursor up to the newest event this node has: no read; later ones are queued.
-      this.#metrics.replayedEvents.inc(fromTail.length);
-      for (const chunk of this.#chunksOf(fromTail)) {
+      this.#metrics.replayedEvents.inc(fromTail.reduce((sum, chunk) => sum + chunk.deliveries.length, 0));
+      for (const chunk of fromTail) {
         await connection.whenWritable();
         if (connection.closed) return;
         connection.writeHistoryChunk(chunk);
@@ -540,6 +542,28 @@ export class Hub {
     tail.events = [];
     tail.bytes = 0;
     tail.generation++;
+    tail.served = undefined;
+  }
+
+  /** The tail's events after `cursor` in replay chunks, shared with the previous resume from the same point. */
+  #tailChunks(entry: TopicEntry | undefined, cursor: Position): ReplayChunk[] | undefined {
+    const tail = entry?.tail;
+    const events = this.#tailAfter(entry, cursor);
+    if (!tail || !events) return undefined;
+    const through = events[events.length - 1]?.position ?? cursor;
+    const served = tail.served;
+    if (
+      served &&
+      served.cursor.epoch === cursor.epoch &&
+      comparePositions(served.cursor, cursor) === 0 &&
+      served.through.epoch === through.epoch &&
+      comparePositions(served.through, through) === 0
+    ) {
+      return served.chunks;
+    }
+    const chunks = this.#chunksOf(events);
+    tail.served = { cursor, through, chunks };
+    return chunks;
   }
 
   /** The events after `cursor` when the tail covers it (cursor at its base or on one of its events). */
