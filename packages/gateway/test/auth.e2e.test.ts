@@ -598,6 +598,16 @@ describe('publishing', () => {
     expect((batch.json as { ids: string[] }).ids).toHaveLength(2);
   });
 
+  it('an anonymous publish to a closed gateway is refused before its body is looked at', async () => {
+    // Invalid body, no credentials: 401 (not the validation error, which would tell what passes).
+    expectError(
+      await publishTo(base, '{"topic": "", "data": 1, "extra": true}', {}, 'application/json'),
+      401,
+      'unauthorized',
+    );
+    expectError(await publishTo(base, 'not json at all', {}, 'text/plain'), 401, 'unauthorized');
+  });
+
   it('a cookie alone does not let a cross-site form post publish (CSRF): 415 json_required', async () => {
     // An HTML form on any site can POST a text/plain body that is valid JSON, and the browser attaches
     // the user's cookie (SameSite=None, which cross-site EventSource needs). That must not publish.
@@ -615,7 +625,9 @@ describe('publishing', () => {
     // JSON needs a CORS preflight cross-origin, so a cookie with a JSON body is a same-origin page (or an
     // allowed one): that publishes. A bearer token cannot be forged by a form at all.
     expect((await publishTo(base, formBody, cookie(token), 'application/json; charset=utf-8')).status).toBe(200);
-    expect((await publishTo(base, formBody, bearer(token), 'text/plain')).status).toBe(200);
+    // Whatever the credential, a publish body is JSON and must say so.
+    expectError(await publishTo(base, formBody, bearer(token), 'text/plain'), 415, 'json_required');
+    expect((await publishTo(base, formBody, bearer(token), 'application/json')).status).toBe(200);
   });
 });
 

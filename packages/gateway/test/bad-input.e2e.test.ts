@@ -160,6 +160,15 @@ describe('POST /publish', () => {
   const post = (body: string | unknown, headers: Record<string, string> = {}) =>
     publish<unknown>(gateway.url, body, headers);
 
+  it('with a body that is not declared JSON: 415 json_required (text/plain, a form, none)', async () => {
+    const body = '{"topic":"bad/type","data":"x"}';
+    for (const type of ['text/plain', 'application/x-www-form-urlencoded']) {
+      await expectRejected(await post(body, { 'content-type': type }), 415, 'json_required');
+    }
+    const untyped = await fetch(new URL('/publish', gateway.url), { method: 'POST', body: new Blob([body]) });
+    await expectRejected(await readJson(untyped), 415, 'json_required');
+  });
+
   it('with invalid JSON: 400 invalid_json', async () => {
     await expectRejected(await post('{"topic":'), 400, 'invalid_json');
     await expectRejected(await post(''), 400, 'invalid_json');

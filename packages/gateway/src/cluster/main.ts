@@ -46,7 +46,7 @@ process.stdout.write(
     ...(ticker ? [`ticker         publishes "tick" to topic "clock" every ${process.env.TICK_MS ?? 2000} ms`] : []),
     '',
     `try: curl -N '${cluster.url}/events?topic=clock'`,
-    `     curl -X POST ${cluster.url}/publish -d '{"topic":"clock","event":"tick","data":"hi"}'`,
+    `     curl -X POST ${cluster.url}/publish -H 'content-type: application/json' -d '{"topic":"clock","event":"tick","data":"hi"}'`,
     `     open ${cluster.url}/demo`,
     'Ctrl-C stops everything.',
     '',

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { type Engine, PublishOutcomeUnknownError, type PublishRequest } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
-import type { Access } from './auth/access.js';
+import { type Access, requireJsonBody } from './auth/access.js';
 import { GatewayError } from './errors.js';
 import { parsePublishBody } from './publish-request.js';
 import { requestHeader } from './request-header.js';
@@ -23,8 +23,12 @@ export function createPublishRoute(deps: PublishRouteDeps) {
   const { config, engine, metrics, access } = deps;
   const log = deps.logger.child({ mod: 'publish' });
   return async (c: Context) => {
+    const view = viewOfContext(c);
+    // Credentials first, then the body: a caller without them learns nothing about what would pass.
+    const principal = await access.authenticatePublisher(view);
+    requireJsonBody(view);
     const parsed = parsePublishBody(await c.req.text(), config);
-    await access.authorizePublish(viewOfContext(c), [...new Set(parsed.events.map((event) => event.topic))]);
+    access.authorizePublish(principal, [...new Set(parsed.events.map((event) => event.topic))]);
     const events = withIdempotencyKeys(parsed.events, parsed.batch, requestHeader(c, 'idempotency-key'));
     if (!engine.isReady()) {
       throw new GatewayError(503, 'engine_unavailable', 'the event store is unreachable; nothing was stored', {

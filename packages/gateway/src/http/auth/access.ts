@@ -74,21 +74,29 @@ export class Access {
     return { principal, commit };
   }
 
-  async authorizePublish(c: RequestView, topics: readonly string[]): Promise<Principal | undefined> {
+  /**
+   * Who publishes, checked before the body is read: an anonymous caller of a closed gateway learns nothing
+   * about what it would have accepted. Undefined in open mode.
+   */
+  async authenticatePublisher(c: RequestView): Promise<Principal | undefined> {
     if (this.open) return undefined;
     const principal = await this.#authenticate(c);
-    if (principal?.source === 'cookie') requireJsonBody(c);
     if (!principal) {
       throw new GatewayError(401, 'unauthorized', 'publishing needs a token with a publish grant', {
         'WWW-Authenticate': 'Bearer',
       });
     }
+    return principal;
+  }
+
+  /** The publisher's grants must cover every topic of the request (open mode: anyone may publish). */
+  authorizePublish(principal: Principal | undefined, topics: readonly string[]): void {
+    if (this.open || !principal) return;
     for (const topic of topics) {
       if (!anyGrantMatches(principal.publish, topic)) {
         throw new GatewayError(403, 'forbidden', `the token grants no publishing to ${JSON.stringify(topic)}`);
       }
     }
-    return principal;
   }
 
   /** Requires a token (bearer or cookie) and mints a single-use subscribe ticket from it. */
@@ -136,17 +144,13 @@ export class Access {
 }
 
 /**
- * CSRF: a browser attaches cookies to cross-site form posts, but a cross-origin request with a JSON
- * content type must pass a CORS preflight first. So a cookie-authenticated write must be JSON.
+ * A publish body is JSON and says so. This is also the CSRF protection: a browser attaches cookies to
+ * cross-site form posts, but a cross-origin request with a JSON content type must pass a CORS preflight.
  */
-function requireJsonBody(c: RequestView): void {
+export function requireJsonBody(c: RequestView): void {
   const type = c.header('content-type') ?? '';
   if (!/^application\/json\s*(;|$)/i.test(type)) {
-    throw new GatewayError(
-      415,
-      'json_required',
-      'a request authenticated by cookie must have Content-Type: application/json (CSRF protection)',
-    );
+    throw new GatewayError(415, 'json_required', 'the request body must be JSON, with Content-Type: application/json');
   }
 }
 
