@@ -23,7 +23,8 @@ export interface GatewayMetrics {
 
 export function createMetrics(): GatewayMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'sse_gateway_process_' });
+  // Node's own metrics keep their names after the prefix: sse_gateway_process_cpu_seconds_total, sse_gateway_nodejs_*.
+  collectDefaultMetrics({ register: registry, prefix: 'sse_gateway_' });
   const counter = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
     new Counter<L>({ name: `sse_gateway_${name}`, help, labelNames, registers: [registry] });
   return {
@@ -55,13 +56,15 @@ export function createMetrics(): GatewayMetrics {
       gauge('connections', 'Open client connections', (g) => g.set(read.connections()));
       gauge('topics', 'Topics with at least one local connection', (g) => g.set(read.topics()));
       gauge('engine_ready', '1 when the engine (Redis) is reachable', (g) => g.set(read.engineReady() ? 1 : 0));
-      new Gauge({
-        name: 'sse_gateway_engine_events',
+      // A counter (so rate() applies), copied from the engine's own monotonic counts at scrape time.
+      new Counter({
+        name: 'sse_gateway_engine_events_total',
         help: 'Engine counters since start: refills, resets, redisErrors, roundTrips, gapsDetected (Redis engine)',
         labelNames: ['counter'],
         registers: [registry],
         collect() {
-          for (const [name, value] of Object.entries(read.engineStats())) this.set({ counter: name }, value);
+          this.reset();
+          for (const [name, value] of Object.entries(read.engineStats())) this.inc({ counter: name }, value);
         },
       });
     },

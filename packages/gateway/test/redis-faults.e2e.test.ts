@@ -261,9 +261,9 @@ async function isSyncedReplica(node: Address): Promise<boolean> {
   return infoField(info, 'role') === 'slave' && infoField(info, 'master_link_status') === 'up';
 }
 
-/** Refill counters of every node (sse_gateway_engine_events{counter="refills"}). */
+/** Refill counters of every node (sse_gateway_engine_events_total{counter="refills"}). */
 function refills(nodes: readonly GatewayProcess[]): Promise<number[]> {
-  return Promise.all(nodes.map((node) => metric(node.url, 'sse_gateway_engine_events', { counter: 'refills' })));
+  return Promise.all(nodes.map((node) => metric(node.url, 'sse_gateway_engine_events_total', { counter: 'refills' })));
 }
 
 async function waitForRefills(nodes: readonly GatewayProcess[], before: readonly number[], what: string) {
