@@ -699,6 +699,28 @@ describe('a token expiring mid-stream', () => {
     expect(stream.text.indexOf('data: before')).toBeLessThan(stream.text.indexOf(TOKEN_EXPIRED));
   });
 
+  it('delivers nothing the node received after exp, though the sweep has not run yet', async () => {
+    const { token, expMs } = await expiringSoon({ subscribe: ['orders/*'] });
+    const stream = await subscribe(base, 'orders/7', bearer(token));
+    await expectStream(stream);
+    const writer = await hs256({ publish: ['orders/*'] });
+    // Publish every 20 ms across the expiry; note each one's acknowledgement time.
+    const acked: { data: string; at: number }[] = [];
+    for (let n = 0; Date.now() < expMs + 1500; n++) {
+      const data = `tick-${n}`;
+      const sentAt = Date.now();
+      expect((await publishTo(base, { topic: 'orders/7', data }, bearer(writer))).status).toBe(200);
+      acked.push({ data, at: sentAt });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await waitFor(() => stream.ended, { what: 'the end of the stream', timeoutMs: 30_000 });
+    expect(stream.text).toContain(`event: ${TOKEN_EXPIRED}`);
+    // Every event sent after the expiry stayed out (one sent before it may arrive just after).
+    const leaked = acked.filter((event) => event.at > expMs && stream.text.includes(`data: ${event.data}\n`));
+    expect(leaked).toEqual([]);
+    expect(acked.some((event) => event.at < expMs - 200 && stream.text.includes(`data: ${event.data}\n`))).toBe(true);
+  });
+
   it('a page sees the event, then its reconnect with the stale token is refused for good', async () => {
     const { token } = await expiringSoon({ subscribe: ['orders/*'] });
     const client = collect(eventsUrl(base, 'orders/6'), { headers: bearer(token), events: [TOKEN_EXPIRED] });

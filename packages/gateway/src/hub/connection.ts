@@ -146,7 +146,7 @@ export class Connection {
     const current = this.positions[0] as Position;
     const follows =
       first.position.epoch === current.epoch ? comparePositions(first.position, current) > 0 : current.epoch === '';
-    if (this.topics.length !== 1 || !follows) {
+    if (this.topics.length !== 1 || !follows || last.at >= this.expiresAt) {
       for (const delivery of chunk.deliveries) this.#writeDelivery(delivery);
       return;
     }
@@ -213,6 +213,13 @@ export class Connection {
   /** Tells the page its credentials expired, just before the stream ends; it should get new ones. */
   writeTokenExpired(): void {
     this.#write(Buffer.from(encodeFrame({ event: TOKEN_EXPIRED_EVENT, data: '{"reason":"token-expired"}' })));
+  }
+
+  /** The credentials expired: the page hears it, then the stream ends. */
+  expire(): void {
+    if (this.closed) return;
+    this.writeTokenExpired();
+    this.close('token-expired');
   }
 
   writeRetry(ms: number): void {
@@ -282,6 +289,12 @@ export class Connection {
   }
 
   #writeDelivery(delivery: Delivery): void {
+    // The sweep ends an expired stream within a second; an event that came after the expiry must not
+    // slip through meanwhile.
+    if (delivery.at >= this.expiresAt) {
+      this.expire();
+      return;
+    }
     const index = this.topics.length === 1 ? 0 : this.topics.indexOf(delivery.topic);
     const last = this.positions[index] as Position;
     const position = delivery.position;

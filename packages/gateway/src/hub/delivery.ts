@@ -12,6 +12,8 @@ export interface Delivery {
   readonly frame: Buffer;
   /** `event:`/`data:` lines and the blank line: what a multi-topic connection writes after its own id line. */
   readonly body: Buffer;
+  /** When this node encoded it (epoch ms): a stream whose credentials expired before gets it no more. */
+  readonly at: number;
 }
 
 /** Consecutive replayed events of one topic, their frames concatenated for one write. */
@@ -29,5 +31,6 @@ export function encodeDelivery(publication: Publication): Delivery {
     idText,
     frame: Buffer.from(`id: ${idText}\n${body}`),
     body: Buffer.from(body),
+    at: Date.now(),
   };
 }
