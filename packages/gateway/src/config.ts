@@ -76,7 +76,7 @@ export interface Config {
   readonly maxTopicsPerConnection: number;
   /** Largest `data` of one event, in bytes. Default 64 KiB. */
   readonly maxPayloadBytes: number;
-  /** Serve the demo page at /demo. Default true. */
+  /** Serve the demo page at /demo. Default: on in open mode, off once any auth key is configured. */
   readonly demoPage: boolean;
   /** Most events in one publish batch. Default 100. */
   readonly maxBatchSize: number;
@@ -451,7 +451,12 @@ const GENERAL_SETTINGS = {
     doc: 'largest data of one event, in bytes',
     parse: integer(1),
   },
-  demoPage: { env: 'DEMO_PAGE', default: 'true', doc: 'serve the demo page at /demo', parse: boolean },
+  demoPage: {
+    env: 'DEMO_PAGE',
+    default: undefined,
+    doc: 'serve the demo page at /demo [default: on in open mode, off with auth keys]',
+    parse: boolean,
+  },
   maxBatchSize: { env: 'MAX_BATCH_SIZE', default: '100', doc: 'most events per publish', parse: integer(1) },
   maxBodyBytes: {
     env: 'MAX_BODY_BYTES',
@@ -649,6 +654,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   if (config.redisSentinels && !config.redisSentinelName)
     problems.push('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the master group name)');
   problems.push(...tlsProblems(config));
+  // A page that publishes from the browser is a development aid: on by default only while nothing is closed.
+  config.demoPage ??= !(config.authJwtSecret || config.authJwtPublicKey || config.authJwksUrl);
   const redisConfigured = Boolean(config.redisUrl || config.redisSentinels || config.redisClusterNodes);
   if (typeof config.workers === 'number' && config.workers > 1 && !redisConfigured)
     problems.push(

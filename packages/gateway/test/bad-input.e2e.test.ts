@@ -344,6 +344,21 @@ describe('requests refused by the HTTP parser itself', () => {
   });
 });
 
+describe('security headers', () => {
+  it('every non-stream answer carries nosniff, DENY framing and no-referrer; the demo page a CSP', async () => {
+    for (const path of ['/healthz', '/readyz', '/stats', '/nope', '/events', '/demo']) {
+      const response = await fetch(`${gateway.url}${path}`);
+      await response.body?.cancel();
+      expect(response.headers.get('x-content-type-options'), path).toBe('nosniff');
+      expect(response.headers.get('x-frame-options'), path).toBe('DENY');
+      expect(response.headers.get('referrer-policy'), path).toBe('no-referrer');
+    }
+    const demo = await fetch(`${gateway.url}/demo`);
+    await demo.body?.cancel();
+    expect(demo.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+  });
+});
+
 describe('methods, routes and CORS', () => {
   it.each([
     ['POST', '/events', 'GET, OPTIONS'],

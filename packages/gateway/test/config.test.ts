@@ -54,6 +54,16 @@ describe('loadConfig', () => {
   });
 });
 
+describe('DEMO_PAGE', () => {
+  const secret = 'x'.repeat(40);
+  it('is on in open mode and off once an auth key is configured, unless set', () => {
+    expect(loadConfig({}).demoPage).toBe(true);
+    expect(loadConfig({ AUTH_JWT_SECRET: secret }).demoPage).toBe(false);
+    expect(loadConfig({ AUTH_JWT_SECRET: secret, DEMO_PAGE: 'true' }).demoPage).toBe(true);
+    expect(loadConfig({ DEMO_PAGE: 'false' }).demoPage).toBe(false);
+  });
+});
+
 describe('TRUST_PROXY from the environment', () => {
   it('counts clients by their forwarded address, not the balancer address', async () => {
     const config = loadConfig({ PORT: '0', TRUST_PROXY: 'true', MAX_CONNECTIONS_PER_CLIENT: '1', LOG_LEVEL: 'silent' });

@@ -25,6 +25,7 @@ import { createEventsRoute } from './events-route.js';
 import { createPublishRoute } from './publish-route.js';
 import { requestHeader } from './request-header.js';
 import { viewOfContext } from './request-view.js';
+import { SECURITY_HEADERS } from './security-headers.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -40,6 +41,9 @@ export interface AppDeps {
 }
 
 type Env = { Bindings: HttpBindings };
+
+const DEMO_CSP =
+  "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'";
 
 export interface GatewayApp {
   readonly app: Hono<Env>;
@@ -68,6 +72,7 @@ export function createApp(deps: AppDeps): GatewayApp {
     }
     await next();
     for (const [name, value] of Object.entries(cors.responseHeaders(origin))) c.header(name, value);
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) c.header(name, value);
   });
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
@@ -88,7 +93,13 @@ export function createApp(deps: AppDeps): GatewayApp {
       consumers: Object.fromEntries(topics.map((topic) => [topic, hub.consumers(topic)])),
     });
   });
-  if (config.demoPage) app.get('/demo', (c) => c.html(DEMO_PAGE));
+  if (config.demoPage) {
+    app.get('/demo', (c) => {
+      // Its own inline script and style, and requests to this origin only.
+      c.header('Content-Security-Policy', DEMO_CSP);
+      return c.html(DEMO_PAGE);
+    });
+  }
   const events = createEventsRoute({
     config,
     hub,

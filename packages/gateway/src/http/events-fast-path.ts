@@ -13,6 +13,7 @@ import type { Cors } from './cors.js';
 import { errorBody, GatewayError } from './errors.js';
 import type { EventsRoute } from './events-route.js';
 import { viewOfNode } from './request-view.js';
+import { SECURITY_HEADERS } from './security-headers.js';
 
 type Incoming = IncomingMessage | Http2ServerRequest;
 type Outgoing = ServerResponse | Http2ServerResponse;
@@ -55,6 +56,7 @@ function answerJson(outgoing: Outgoing, status: number, body: unknown, headers: 
   const text = JSON.stringify(body);
   (outgoing as ServerResponse)
     .writeHead(status, {
+      ...SECURITY_HEADERS,
       ...headers,
       'Content-Type': 'application/json',
       'Content-Length': String(Buffer.byteLength(text)),
