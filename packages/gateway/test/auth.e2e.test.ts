@@ -111,12 +111,16 @@ async function publishTo(
   });
 }
 
-async function mintTicket(base: string, headers: Record<string, string>): Promise<Reply> {
-  return send('POST', new URL('/tickets', base).href, { headers });
+async function mintTicket(
+  base: string,
+  headers: Record<string, string>,
+  topics: readonly string[] = ['orders/1'],
+): Promise<Reply> {
+  return send('POST', new URL('/tickets', base).href, { headers, body: JSON.stringify({ topics }) });
 }
 
-async function ticketOf(base: string, headers: Record<string, string>): Promise<string> {
-  const reply = await mintTicket(base, headers);
+async function ticketOf(base: string, headers: Record<string, string>, topics: readonly string[]): Promise<string> {
+  const reply = await mintTicket(base, headers, topics);
   expect(reply.status, reply.text).toBe(200);
   return (reply.json as { ticket: string }).ticket;
 }
@@ -293,30 +297,42 @@ describe('tickets', () => {
   });
 
   it('open a granted topic once: the second use is 401', async () => {
-    const ticket = await ticketOf(base, bearer(await reader()));
+    const ticket = await ticketOf(base, bearer(await reader()), ['orders/42']);
     const first = await subscribe(base, 'orders/42', {}, { ticket });
     await expectStream(first);
     first.close();
     expectError(await subscribe(base, 'orders/42', {}, { ticket }), 401, 'invalid_ticket');
   });
 
-  it('grant what the token granted and no more', async () => {
+  it('are minted only for topics the token grants, and open exactly those', async () => {
     const token = await reader();
+    expectError(await mintTicket(base, bearer(token), ['invoices/1']), 403, 'forbidden');
+    expectError(await mintTicket(base, bearer(token), ['user/bob/x']), 403, 'forbidden');
+    await expectStream(
+      await subscribe(base, 'user/alice/x', {}, { ticket: await ticketOf(base, bearer(token), ['user/alice/x']) }),
+    );
+    // Another topic the token grants is still not the ticket's: it was minted for one URL.
     expectError(
-      await subscribe(base, 'invoices/1', {}, { ticket: await ticketOf(base, bearer(token)) }),
+      await subscribe(base, 'orders/9', {}, { ticket: await ticketOf(base, bearer(token), ['orders/8']) }),
       403,
       'forbidden',
     );
-    await expectStream(await subscribe(base, 'user/alice/x', {}, { ticket: await ticketOf(base, bearer(token)) }));
-    expectError(
-      await subscribe(base, 'user/bob/x', {}, { ticket: await ticketOf(base, bearer(token)) }),
-      403,
-      'forbidden',
-    );
+    const both = await ticketOf(base, bearer(token), ['orders/10', 'orders/11']);
+    await expectStream(await subscribe(base, ['orders/10', 'orders/11'], {}, { ticket: both }));
+  });
+
+  it('need the topics they are for in the body', async () => {
+    const headers = bearer(await reader());
+    const post = (body: string) => send('POST', new URL('/tickets', base).href, { headers, body });
+    expectError(await post(''), 400, 'invalid_json');
+    expectError(await post('{}'), 400, 'invalid_body');
+    expectError(await post('{"topics": [1]}'), 400, 'invalid_body');
+    expectError(await post('{"topics": []}'), 400, 'missing_topic');
+    expectError(await post('{"topics": ["bad topic"]}'), 400, 'invalid_topic');
   });
 
   it('work with a browser EventSource, which cannot send headers', async () => {
-    const ticket = await ticketOf(base, cookie(await reader()));
+    const ticket = await ticketOf(base, cookie(await reader()), ['orders/7']);
     const client = collect(eventsUrl(base, 'orders/7', { ticket }));
     await client.waitForOpen();
     const writer = await hs256({ publish: ['orders/*'] });
@@ -328,7 +344,7 @@ describe('tickets', () => {
 
   it('are not tokens, and tokens are not tickets', async () => {
     const token = await reader();
-    const ticket = await ticketOf(base, bearer(token));
+    const ticket = await ticketOf(base, bearer(token), ['orders/42']);
     expectError(await subscribe(base, 'orders/42', bearer(ticket)), 401, 'invalid_token');
     expectError(await subscribe(base, 'orders/42', {}, { ticket: token }), 401, 'invalid_ticket');
     // A ticket cannot mint another ticket, nor publish.
@@ -394,7 +410,7 @@ describe('tickets across nodes sharing Redis', () => {
 
   it('a ticket minted on one node is redeemed on another, once', async () => {
     const token = await hs256({ sub: 'carol', subscribe: ['orders/*'] }, { iss: null, aud: null });
-    const ticket = await ticketOf(nodeA.url, bearer(token));
+    const ticket = await ticketOf(nodeA.url, bearer(token), ['orders/1']);
     await expectStream(await subscribe(nodeB.url, 'orders/1', {}, { ticket }));
     expectError(await subscribe(nodeA.url, 'orders/1', {}, { ticket }), 401, 'invalid_ticket');
     expectError(await subscribe(nodeB.url, 'orders/1', {}, { ticket }), 401, 'invalid_ticket');
@@ -402,7 +418,7 @@ describe('tickets across nodes sharing Redis', () => {
 
   it('two nodes racing to redeem the same ticket admit exactly one', async () => {
     const token = await hs256({ subscribe: ['orders/*'] }, { iss: null, aud: null });
-    const ticket = await ticketOf(nodeB.url, bearer(token));
+    const ticket = await ticketOf(nodeB.url, bearer(token), ['orders/2']);
     const replies = await Promise.all(
       [nodeA, nodeB, nodeA, nodeB].map((node) => subscribe(node.url, 'orders/2', {}, { ticket })),
     );
@@ -735,7 +751,7 @@ describe('a token expiring mid-stream', () => {
 
   it('a stream opened with a ticket ends when the token behind the ticket expires', async () => {
     const { token, expMs } = await expiringSoon({ subscribe: ['orders/*'] });
-    const ticket = await ticketOf(base, bearer(token));
+    const ticket = await ticketOf(base, bearer(token), ['orders/8']);
     const stream = await subscribe(base, 'orders/8', {}, { ticket });
     await expectStream(stream);
     await waitFor(() => stream.ended, { what: 'the end of the ticket stream', timeoutMs: 30_000 });

@@ -30,7 +30,8 @@ describe('tickets and admission limits', () => {
     expect(first.status).toBe(200);
     const minted = await fetch(`${gateway.url}/tickets`, {
       method: 'POST',
-      headers: { Authorization: `Bearer ${token}` },
+      headers: { Authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ topics: ['t/1'] }),
     });
     const { ticket } = (await minted.json()) as { ticket: string };
 

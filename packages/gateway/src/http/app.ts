@@ -26,6 +26,7 @@ import { createPublishRoute } from './publish-route.js';
 import { requestHeader } from './request-header.js';
 import { viewOfContext } from './request-view.js';
 import { SECURITY_HEADERS } from './security-headers.js';
+import { parseTicketTopics } from './subscribe-request.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -122,7 +123,9 @@ export function createApp(deps: AppDeps): GatewayApp {
     createPublishRoute({ config, engine, metrics, access, logger: deps.logger }),
   );
   app.post('/tickets', async (c) => {
-    const { ticket, expiresAt } = await access.mintTicket(viewOfContext(c));
+    const { ticket, expiresAt } = await access.mintTicket(viewOfContext(c), async () =>
+      parseTicketTopics(await c.req.text(), config.maxTopicsPerConnection),
+    );
     c.header('Cache-Control', 'no-store');
     return c.json({ ticket, expiresAt: new Date(expiresAt).toISOString() });
   });

@@ -49,3 +49,21 @@ export function parseLastEventId(text: string | undefined, topics: readonly stri
     return position;
   });
 }
+
+/**
+ * The body of POST /tickets: `{"topics": [...]}`, the topics of the one EventSource URL the ticket will
+ * open (validated like /events topics).
+ */
+export function parseTicketTopics(body: string, maxTopics: number): string[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    throw new GatewayError(400, 'invalid_json', 'the body must be JSON: {"topics": ["orders/42"]}');
+  }
+  const topics = (parsed as { topics?: unknown } | null)?.topics;
+  if (!Array.isArray(topics) || topics.some((topic) => typeof topic !== 'string')) {
+    throw new GatewayError(400, 'invalid_body', 'expected {"topics": [...]}: the topics the ticket is for');
+  }
+  return parseTopics(topics as string[], maxTopics);
+}

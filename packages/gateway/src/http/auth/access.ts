@@ -99,15 +99,28 @@ export class Access {
     }
   }
 
-  /** Requires a token (bearer or cookie) and mints a single-use subscribe ticket from it. */
-  async mintTicket(c: RequestView): Promise<{ ticket: string; expiresAt: number }> {
+  /**
+   * Requires a token (bearer or cookie) granting every topic `readTopics` reads from the request, and
+   * mints a single-use subscribe ticket for exactly those topics.
+   */
+  async mintTicket(
+    c: RequestView,
+    readTopics: () => Promise<readonly string[]>,
+  ): Promise<{ ticket: string; expiresAt: number }> {
     if (this.open) throw new GatewayError(404, 'tickets_disabled', 'tickets need auth keys; this gateway is open');
     // No CSRF check here: a forged mint cannot read the ticket it caused (no CORS for foreign origins).
     const principal = await this.#authenticate(c);
     if (!principal) {
       throw new GatewayError(401, 'unauthorized', 'minting a ticket needs a token', { 'WWW-Authenticate': 'Bearer' });
     }
-    return this.#tickets.mint(principal);
+    // The body only once the caller is known: an anonymous caller learns nothing from validation errors.
+    const topics = await readTopics();
+    for (const topic of topics) {
+      if (!anyGrantMatches(principal.subscribe, topic)) {
+        throw new GatewayError(403, 'forbidden', `the token grants no subscription to ${JSON.stringify(topic)}`);
+      }
+    }
+    return this.#tickets.mint(principal, topics);
   }
 
   async #ticketCall<T>(call: () => Promise<T>): Promise<T> {

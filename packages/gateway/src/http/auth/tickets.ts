@@ -29,13 +29,20 @@ export class Tickets {
     this.#secret = new TextEncoder().encode(secret);
   }
 
-  /** Mints a ticket carrying the principal's subscribe grants and the expiry of the token behind it. */
-  async mint(principal: Principal, now = Date.now()): Promise<{ ticket: string; expiresAt: number }> {
+  /**
+   * Mints a ticket for exactly `topics` (the caller checked the principal may read them), with the
+   * expiry of the token behind it: it opens one EventSource URL of those topics, nothing else.
+   */
+  async mint(
+    principal: Principal,
+    topics: readonly string[],
+    now = Date.now(),
+  ): Promise<{ ticket: string; expiresAt: number }> {
     const expiresAt = Math.min(now + this.ttlMs, principal.expiresAt);
     const ticket = await new SignJWT({
       typ: TICKET_TYPE,
       sub: principal.sub,
-      subscribe: principal.subscribe.map((grant) => grant.join('/')),
+      topics: [...topics],
       tokenExp: Number.isFinite(principal.expiresAt) ? principal.expiresAt : undefined,
     })
       .setProtectedHeader({ alg: 'HS256' })
@@ -59,10 +66,11 @@ export class Tickets {
     }
     if (payload.typ !== TICKET_TYPE || typeof payload.jti !== 'string') throw new TicketError('not a subscribe ticket');
     const jti = payload.jti;
-    const subscribe = Array.isArray(payload.subscribe) ? payload.subscribe : [];
+    const topics = Array.isArray(payload.topics) ? payload.topics.filter((t) => typeof t === 'string') : [];
     const principal: Principal = {
       sub: typeof payload.sub === 'string' ? payload.sub : undefined,
-      subscribe: compileGrants(subscribe),
+      // Exact topics, never patterns: a topic name holds no wildcard segment.
+      subscribe: compileGrants(topics),
       publish: [],
       expiresAt: typeof payload.tokenExp === 'number' ? payload.tokenExp : Number.POSITIVE_INFINITY,
       source: 'ticket',
