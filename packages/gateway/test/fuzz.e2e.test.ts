@@ -91,10 +91,14 @@ beforeAll(async () => {
   tokens.noGrants = await sign({ sub: 'nobody' });
   tokens.weirdClaims = await sign({ sub: 'a/b', sse: { subscribe: 'user/{sub}/**', publish: [1, null, {}, '**/x'] } });
   for (let i = 0; i < 12; i++) {
+    // Tickets are bound to topics: some of the topics the requests below pick.
+    const topics = [['junk/1'], ['junk/x/y'], ['public/a', 'junk/1']][i % 3];
     const response = await fetch(`${gateway.url}/tickets`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${fuzzToken}` },
+      headers: { authorization: `Bearer ${fuzzToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ topics }),
     });
+    if (response.status !== 200) throw new Error(`could not mint a ticket: ${await response.text()}`);
     tickets.push(((await response.json()) as { ticket: string }).ticket);
   }
 

@@ -162,7 +162,10 @@ describe('MAX_CONNECTIONS_PER_CLIENT', () => {
     await expectStream(await subscribe(gateway.url, 'sub/b', alice));
     expectError(await subscribe(gateway.url, 'sub/c', alice), 429, 'too_many_connections');
     // A ticket carries the subject: it does not get around the limit.
-    const minted = await send('POST', `${gateway.url}/tickets`, { headers: alice });
+    const minted = await send('POST', `${gateway.url}/tickets`, {
+      headers: alice,
+      body: JSON.stringify({ topics: ['sub/c'] }),
+    });
     expect(minted.status, minted.text).toBe(200);
     const { ticket } = minted.json as { ticket: string };
     const viaTicket = await send('GET', eventsUrl(gateway.url, 'sub/c', { ticket }), {
