@@ -57,6 +57,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   metrics.observe({
     connections: () => hub.connectionCount,
     topics: () => hub.topicCount,
+    eventsDelivered: () => hub.eventsDelivered,
     engineReady: () => engine.isReady(),
     engineStats: () => (isCountingEngine(engine) ? engine.counters() : {}),
   });

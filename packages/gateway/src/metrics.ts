@@ -4,7 +4,6 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 export interface GatewayMetrics {
   readonly registry: Registry;
   readonly eventsPublished: Counter;
-  readonly eventsDelivered: Counter;
   readonly replays: Counter;
   readonly replayedEvents: Counter;
   readonly resets: Counter<'reason'>;
@@ -16,6 +15,7 @@ export interface GatewayMetrics {
   observe(read: {
     connections: () => number;
     topics: () => number;
+    eventsDelivered: () => number;
     engineReady: () => boolean;
     engineStats: () => Readonly<Record<string, number>>;
   }): void;
@@ -30,7 +30,6 @@ export function createMetrics(): GatewayMetrics {
   return {
     registry,
     eventsPublished: counter('events_published_total', 'Events stored through this node'),
-    eventsDelivered: counter('events_delivered_total', 'Event frames written to client connections'),
     replays: counter('replays_total', 'Connections that resumed from history'),
     replayedEvents: counter('replayed_events_total', 'Events written from history to resuming clients'),
     resets: counter('resets_total', 'Reset events sent because history could not serve a resume point', ['reason']),
@@ -55,6 +54,15 @@ export function createMetrics(): GatewayMetrics {
         });
       gauge('connections', 'Open client connections', (g) => g.set(read.connections()));
       gauge('topics', 'Topics with at least one local connection', (g) => g.set(read.topics()));
+      new Counter({
+        name: 'sse_gateway_events_delivered_total',
+        help: 'Event frames written to clients, live or replayed (not those queued, skipped or cut off)',
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read.eventsDelivered());
+        },
+      });
       gauge('engine_ready', '1 when the engine (Redis) is reachable', (g) => g.set(read.engineReady() ? 1 : 0));
       // A counter (so rate() applies), copied from the engine's own monotonic counts at scrape time.
       new Counter({

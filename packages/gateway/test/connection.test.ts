@@ -104,6 +104,10 @@ describe('Connection', () => {
 
   it('resets a topic whose history was recreated (other epoch) before its first new event', () => {
     const { connection, sink } = open(['a'], { positions: [at(4)] });
+    const resets: string[] = [];
+    const deliveries = { events: 0 };
+    connection.onReset = (reason) => resets.push(reason);
+    connection.deliveries = deliveries;
     connection.start();
     connection.goLive();
     connection.deliver(delivery('a', at(1, 0, 'e2')));

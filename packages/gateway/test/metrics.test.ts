@@ -8,6 +8,7 @@ async function exported() {
   metrics.observe({
     connections: () => 2,
     topics: () => 1,
+    eventsDelivered: () => 7,
     engineReady: () => true,
     engineStats: () => ({ refills, roundTrips: 10 }),
   });
@@ -22,6 +23,13 @@ describe('metrics', () => {
     expect(body).toContain('sse_gateway_process_cpu_seconds_total');
     expect(body).toContain('sse_gateway_nodejs_heap_size_used_bytes');
     expect(body).not.toContain('process_process');
+  });
+
+  it('exports the events written to clients as a counter', async () => {
+    const { text } = await exported();
+    const body = await text();
+    expect(body).toContain('# TYPE sse_gateway_events_delivered_total counter');
+    expect(body).toContain('sse_gateway_events_delivered_total 7');
   });
 
   it('exports the engine counters as a counter, current at each scrape', async () => {

@@ -25,6 +25,11 @@ export type CloseReason =
   | 'shutdown'
   | 'error';
 
+/** Shared by every connection of a hub: one integer increment per event written, read by the metrics. */
+export interface DeliveryCount {
+  events: number;
+}
+
 /** An engine gap notice queued in flow order while the connection replays history. */
 interface PendingGap {
   readonly topicIndex: number;
@@ -92,6 +97,10 @@ export class Connection {
   #flushedMark = -1;
   /** Called once when the connection closes, whatever the reason. */
   onClose: ((connection: Connection) => void) | undefined;
+  /** Called for every reset written (for the metrics). */
+  onReset: ((reason: ResetReason) => void) | undefined;
+  /** Where written events are counted (for the metrics). */
+  deliveries: DeliveryCount | undefined;
 
   constructor(options: ConnectionOptions) {
     this.id = options.id;
@@ -153,6 +162,7 @@ export class Connection {
     this.positions[0] = last.position;
     this.#idParts[0] = last.idText;
     this.eventsSent += chunk.deliveries.length;
+    if (this.deliveries) this.deliveries.events += chunk.deliveries.length;
     this.#write(chunk.bytes);
   }
 
@@ -205,6 +215,7 @@ export class Connection {
 
   /** Tells the client its resume point could not be served, and moves its cursor to `position`. */
   writeReset(topicIndex: number, reason: ResetReason, position: Position): void {
+    this.onReset?.(reason);
     this.#setPosition(topicIndex, position);
     const data = JSON.stringify({ topic: this.topics[topicIndex], reason });
     this.#write(Buffer.from(encodeFrame({ id: this.#currentId(), event: RESET_EVENT, data })));
@@ -307,6 +318,7 @@ export class Connection {
     }
     this.positions[index] = position;
     this.eventsSent++;
+    if (this.deliveries) this.deliveries.events++;
     if (this.topics.length === 1) {
       this.#idParts[0] = delivery.idText;
       this.#write(delivery.frame);

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Engine, HistoryPage, Publication } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { ResetReason } from '../sse/reserved-events.js';
-import type { Connection } from './connection.js';
+import type { Connection, DeliveryCount } from './connection.js';
 import { type Delivery, encodeDelivery, type ReplayChunk } from './delivery.js';
 
 export interface HubOptions {
@@ -128,6 +128,10 @@ export class Hub {
   #tailBytes = 0;
   /** One function shared by every connection (a closure per connection would cost memory per stream). */
   readonly #detachListener = (connection: Connection) => this.#detach(connection);
+  /** Counted where a reset is written, whichever path led there (replay, gap notice, epoch change). */
+  readonly #resetListener = (reason: ResetReason) => this.#metrics.resets.inc({ reason });
+  /** Event frames written to clients, live or replayed, counted by the connections as they write. */
+  readonly #deliveries: DeliveryCount = { events: 0 };
 
   constructor(options: HubOptions) {
     this.#options = options;
@@ -159,6 +163,11 @@ export class Hub {
     return this.#connections.size;
   }
 
+  /** Event frames written to clients since start (live and replayed). */
+  get eventsDelivered(): number {
+    return this.#deliveries.events;
+  }
+
   get topicCount(): number {
     return this.#topics.size;
   }
@@ -179,7 +188,6 @@ export class Hub {
     if (!head || head.epoch !== publication.position.epoch || comparePositions(publication.position, head) > 0) {
       entry.head = publication.position;
     }
-    this.#metrics.eventsDelivered.inc(entry.connections.size);
     if (entry.fanOut) {
       entry.fanOut.next.push(delivery);
       return;
@@ -227,7 +235,7 @@ export class Hub {
     entry.head = undefined;
     this.#dropTail(entry);
     for (const connection of entry.connections) {
-      if (connection.noteGap(connection.topics.indexOf(topic), reason, position)) this.#metrics.resets.inc({ reason });
+      connection.noteGap(connection.topics.indexOf(topic), reason, position);
     }
   }
 
@@ -242,6 +250,8 @@ export class Hub {
   ): Promise<void> {
     this.#connections.add(connection);
     connection.onClose = this.#detachListener;
+    connection.onReset = this.#resetListener;
+    connection.deliveries = this.#deliveries;
     const entries = connection.topics.map((topic) => this.#acquire(topic, connection));
     const joinedAt = this.#joinCounter++;
     try {
@@ -393,7 +403,6 @@ export class Hub {
       }
       if (connection.closed) return;
       if (page.kind === 'reset') {
-        this.#metrics.resets.inc({ reason: page.reason });
         connection.writeReset(index, page.reason, page.position);
         cursor = page.position;
         if (++resets > MAX_RESETS_PER_TOPIC) throw new Error(`history of ${topic} kept resetting`);
