@@ -6,9 +6,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitForPort } from '../dist/cluster/processes.js';
 import { adopt, hasTaskset } from './harness.js';
 
 const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((path) => existsSync(path));
@@ -55,7 +55,7 @@ http {
     ? spawn('taskset', ['-c', '0', NGINX, ...argv], { stdio: 'ignore' })
     : spawn(NGINX, argv, { stdio: 'ignore' });
   adopt(child);
-  await waitForPort(port, child);
+  await waitForPort(port, 'nginx', () => '', child);
   return { server: child, port };
 }
 
@@ -110,22 +110,4 @@ export function nchanPublisher(port, topic) {
       agent.destroy();
     },
   };
-}
-
-async function waitForPort(port, child) {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}`);
-    const open = await new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (open) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error('nginx did not open its port');
 }

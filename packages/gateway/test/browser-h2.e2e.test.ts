@@ -7,14 +7,14 @@
  */
 import { existsSync } from 'node:fs';
 import { createPublisher, type Publisher } from '@sse-gateway/publisher-sdk';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findHaproxy, type LocalCluster, startLocalCluster } from '../src/cluster/local-cluster.js';
+import { CHROMIUM, haveChromium, launchChromium } from './support/chromium.js';
 import { waitFor } from './support/wait.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const haproxy = findHaproxy();
-const runnable = existsSync(CHROMIUM) && existsSync(haproxy);
+const runnable = haveChromium && existsSync(haproxy);
 if (!runnable) {
   console.warn(
     `h2 browser e2e skipped: needs ${CHROMIUM} (apt-get install chromium) and haproxy; .ci/run installs both`,
@@ -66,20 +66,7 @@ describe.skipIf(!runnable)('12 EventSources in one page: HTTP/2 through HAProxy 
       env: { LOG_LEVEL: 'warn', RETRY_MS: '300', RETRY_JITTER: '0.2', HEARTBEAT_MS: '1000', REDIS_PREFIX: PREFIX },
     });
     publisher = createPublisher({ redis: cluster.redisUrl, prefix: PREFIX });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--ignore-certificate-errors',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium(['--ignore-certificate-errors']);
   }, 120_000);
 
   afterAll(async () => {

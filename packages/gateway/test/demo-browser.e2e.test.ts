@@ -6,14 +6,14 @@
  */
 import { existsSync } from 'node:fs';
 import { createPublisher, type Publisher } from '@sse-gateway/publisher-sdk';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findHaproxy, type LocalCluster, startLocalCluster } from '../src/cluster/local-cluster.js';
+import { CHROMIUM, haveChromium, launchChromium } from './support/chromium.js';
 import { waitFor } from './support/wait.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const haproxy = findHaproxy();
-const runnable = existsSync(CHROMIUM) && existsSync(haproxy);
+const runnable = haveChromium && existsSync(haproxy);
 if (!runnable) {
   console.warn(
     `demo browser e2e skipped: needs ${CHROMIUM} (apt-get install chromium) and haproxy; .ci/run installs both`,
@@ -36,20 +36,7 @@ describe.skipIf(!runnable)('demo page in headless Chromium through the load bala
       env: { LOG_LEVEL: 'warn', RETRY_MS: '300', RETRY_JITTER: '0.2', REDIS_PREFIX: PREFIX },
     });
     publisher = createPublisher({ redis: cluster.redisUrl, prefix: PREFIX, topic: TOPIC });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      // Never reach out to Google's services: this machine's network is closed and the attempts are noisy.
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
     page = await browser.newPage();
   }, 120_000);
 
