@@ -8,6 +8,7 @@
 //   storm    N clients reconnecting at once with Last-Event-ID, each replaying missed events (bench/storm.js)
 //   cluster  SDK publish rate and gateway fan-out on a 3+3 Redis Cluster against one redis-server, and recovery
 //            from a SIGKILLed primary (bench/cluster.js)
+//   storm-lb the same storm through HAProxy onto 3 gateways (pnpm cluster's topology, local processes)
 //   rolling  rolling restart of 3 nodes behind HAProxy (SIGTERM, drain, start, healthy, next) under live
 //            traffic: lost/duplicated events, reconnect times, refused reconnects (bench/rolling.js)
 //   ramp     the bounded-latency ramp: open-loop publishing, rate x1.5 per step, until an event is more
@@ -32,6 +33,7 @@ import http2 from 'node:http2';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
+import { startLocalCluster } from '../dist/cluster/local-cluster.js';
 import { CLUSTER_NODE_TIMEOUT_MS, LATE_MS, runCluster } from './cluster.js';
 import {
   cpuSeconds,
@@ -51,7 +53,7 @@ import { runRolling } from './rolling.js';
 import { connect, connectH2, openH2Session } from './sse-client.js';
 import { meetsTarget, runStorms, TARGET_MS } from './storm.js';
 
-const PHASES = ['fanout', 'ramp', 'connect', 'h2', 'publish', 'storm', 'rolling', 'cluster'];
+const PHASES = ['fanout', 'ramp', 'connect', 'h2', 'publish', 'storm', 'storm-lb', 'rolling', 'cluster'];
 // pnpm 10 hands `pnpm bench -- --only x` on with the `--`, which would end option parsing here.
 const argv = process.argv.slice(2);
 const { values: args } = parseArgs({
@@ -389,11 +391,28 @@ async function rollingPhase() {
   );
 }
 
-async function stormPhase(redisUrl) {
+async function stormPhase(redisUrl, { behindHaproxy = false } = {}) {
   const timeoutMs = Number(args['storm-timeout']) * 1000;
+  let cluster;
+  if (behindHaproxy) {
+    cluster = await startLocalCluster({
+      gateways: 3,
+      env: {
+        LOG_LEVEL: 'info',
+        REDIS_PREFIX: PREFIX,
+        MAX_CONNECTIONS: '50000',
+        MAX_CONNECTIONS_PER_CLIENT: '50000',
+        MAX_NEW_CONNECTIONS_PER_SECOND: '100000',
+      },
+    });
+  }
   const caughtUp = (ms) => (Number.isFinite(ms) ? ms.toFixed(0) : `> ${timeoutMs}`);
+  const target = cluster
+    ? { port: Number(new URL(cluster.url).port), pids: cluster.nodes.map((node) => node.pid) }
+    : undefined;
   const results = await runStorms({
-    redisUrl,
+    redisUrl: cluster?.redisUrl ?? redisUrl,
+    target,
     prefix: PREFIX,
     conns: Number(args['storm-conns']),
     replay: Number(args['storm-replay']),
@@ -401,8 +420,9 @@ async function stormPhase(redisUrl) {
     eventBytes: EVENT_BYTES,
     timeoutMs,
   });
+  await cluster?.stop();
   console.log(
-    `\nReconnect storm (gateway; connects issued in one loop; live events at ${args['storm-live-rate']}/s; ` +
+    `\nReconnect storm (${cluster ? 'HAProxy + 3 gateways, unpinned' : 'gateway'}; connects issued in one loop; live events at ${args['storm-live-rate']}/s; ` +
       `p50/p99 per client, from its connect to its last missed event; ` +
       `target: all caught up within ${TARGET_MS} ms, no gap or dup)`,
   );
@@ -420,7 +440,9 @@ async function stormPhase(redisUrl) {
     );
   }
   console.log('\nWhere the storm time went (from the first connect until all caught up or the timeout)');
-  console.log('| conns | gateway CPU s (CPU 0) | bench clients CPU s | accept-queue overflows (host-wide) |');
+  console.log(
+    `| conns | gateway CPU s (${cluster ? 'all 3' : 'CPU 0'}) | bench clients CPU s | accept-queue overflows (host-wide) |`,
+  );
   console.log('| --- | --- | --- | --- |');
   for (const r of results) {
     console.log(`| ${r.conns} | ${r.gatewayCpuS.toFixed(1)} | ${r.clientCpuS.toFixed(1)} | ${r.listenOverflows} |`);
@@ -560,6 +582,7 @@ async function main() {
   // The storm leaves thousands of closing sockets and a large Redis heap behind: only the cluster phase, with
   // Redis processes of its own, comes after it.
   if (phases.includes('storm')) await stormPhase(redis.url);
+  if (phases.includes('storm-lb')) await stormPhase(redis.url, { behindHaproxy: true });
   if (phases.includes('rolling')) await rollingPhase();
   if (phases.includes('cluster')) await clusterPhase();
 }

@@ -51,11 +51,14 @@ function fitToOpenFileLimit(conns) {
   return fitted;
 }
 
-async function runStorm({ redisUrl, prefix, conns, replay, liveRate, eventBytes, timeoutMs, topic }) {
+async function runStorm({ redisUrl, prefix, conns, replay, liveRate, eventBytes, timeoutMs, topic, target }) {
   if (OLDER_EVENTS + replay + liveRate * (timeoutMs / 1000) >= HISTORY_MAX_LENGTH) {
     throw new Error(`storm: ${replay} missed events plus live events would not fit in history`);
   }
-  const { server, port } = await startServer('gateway', { redisUrl, prefix });
+  // `target`: an already running topology (port and the pids of its gateways), else one gateway of our own.
+  const own = target ? undefined : await startServer('gateway', { redisUrl, prefix });
+  const port = target ? target.port : own.port;
+  const pids = target ? target.pids : [own.server.pid];
   const publisher = createPublisher({ redis: redisUrl, prefix, topic, maxLength: HISTORY_MAX_LENGTH, maxAgeMs: 0 });
   const data = 'x'.repeat(eventBytes);
   let clients = [];
@@ -64,13 +67,13 @@ async function runStorm({ redisUrl, prefix, conns, replay, liveRate, eventBytes,
     const cursor = history[OLDER_EVENTS - 1];
     const missed = history.slice(OLDER_EVENTS);
 
-    const before = load(server.pid);
+    const before = load(pids);
     const live = publishLive(publisher, data, liveRate);
     const storm = openStorm(port, topic, cursor, missed.at(-1), conns);
     clients = storm.clients;
     await settledOrTimeout(storm.settled, timeoutMs);
     storm.endedAt = performance.now();
-    const cost = loadSince(before, server.pid);
+    const cost = loadSince(before, pids);
     const liveIds = await live.stop();
     const finalId = liveIds.at(-1) ?? missed.at(-1);
     const done = (c) => !c.streaming || c.error !== undefined || c.ids.at(-1) === finalId;
@@ -79,7 +82,7 @@ async function runStorm({ redisUrl, prefix, conns, replay, liveRate, eventBytes,
   } finally {
     for (const client of clients) client.socket.destroy();
     await publisher.close();
-    await stop(server);
+    if (own) await stop(own.server);
   }
 }
 
@@ -171,14 +174,18 @@ function stormClient(port, request, lastMissed, onSettled) {
  * count of connections dropped because the gateway's accept queue was full (host-wide, so a concurrent
  * benchmark on the same machine would show up here too).
  */
-function load(serverPid) {
-  return { gatewayCpu: cpuSeconds(serverPid), clientCpu: process.cpuUsage(), overflows: listenOverflows() };
+function load(serverPids) {
+  return { gatewayCpu: totalCpu(serverPids), clientCpu: process.cpuUsage(), overflows: listenOverflows() };
 }
 
-function loadSince(before, serverPid) {
+function totalCpu(pids) {
+  return pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+}
+
+function loadSince(before, serverPids) {
   const clientCpu = process.cpuUsage(before.clientCpu);
   return {
-    gatewayCpuS: cpuSeconds(serverPid) - before.gatewayCpu,
+    gatewayCpuS: totalCpu(serverPids) - before.gatewayCpu,
     clientCpuS: (clientCpu.user + clientCpu.system) / 1e6,
     listenOverflows: listenOverflows() - before.overflows,
   };
