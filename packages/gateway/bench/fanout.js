@@ -46,7 +46,7 @@ import {
   stop,
   stopAll,
 } from './harness.js';
-import { childPids, hasNchan, nchanPublisher, processTreeRssKb, startNchan } from './nchan.js';
+import { childPids, hasNchan, nchanPublisher, processTreeRssKb, startNchan, stopNchan } from './nchan.js';
 import { BENCHMARK_CLIENTS, runPublishRate, TARGET_RATIO } from './publish-rate.js';
 import { LAST_LATE_MS, P99_MS, runRamp } from './ramp.js';
 import { runRolling } from './rolling.js';
@@ -213,7 +213,7 @@ async function runOne(kind, redisUrl, conns, { transport = 'h1', streamsPerSessi
   await publisher.close();
   for (const c of clients) c.close();
   for (const session of sessions) (await session).destroy();
-  await stop(server);
+  await (kind === 'nchan' ? stopNchan(server) : stop(server));
   return {
     kind,
     transport: transport === 'h1' ? 'HTTP/1.1' : `h2c, ${streamsPerSession} per session`,

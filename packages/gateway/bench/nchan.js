@@ -9,7 +9,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitForPort } from '../dist/cluster/processes.js';
-import { adopt, hasTaskset } from './harness.js';
+import { adopt, hasTaskset, stop } from './harness.js';
 
 const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((path) => existsSync(path));
 const MODULE = ['/usr/lib/nginx/modules/ngx_nchan_module.so'].find((path) => existsSync(path));
@@ -57,6 +57,21 @@ http {
   adopt(child);
   await waitForPort(port, 'nginx', () => '', child);
   return { server: child, port };
+}
+
+/**
+ * Stops nginx with its workers: a SIGKILLed master leaves its workers running (seen: orphans holding the
+ * port after a bench run), so the workers go first, by pid.
+ */
+export async function stopNchan(child) {
+  for (const pid of childPids(child.pid)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  await stop(child);
 }
 
 /** RSS of nginx's master and workers together, in KB. */

@@ -5,7 +5,7 @@
 // The result is the highest rate that held, as deliveries/s (rate x streams).
 import { createPublisher } from '@sse-gateway/publisher-sdk';
 import { freePort, percentile, startServer, stop } from './harness.js';
-import { hasNchan, nchanPublisher, startNchan } from './nchan.js';
+import { hasNchan, nchanPublisher, startNchan, stopNchan } from './nchan.js';
 import { connect } from './sse-client.js';
 
 export const LAST_LATE_MS = 500;
@@ -89,7 +89,7 @@ async function rampOne(kind, { conns, startRate, factor, stepSeconds, maxSteps, 
   } finally {
     for (const client of clients) client.close();
     await publisher.close();
-    await stop(server);
+    await (kind === 'nchan' ? stopNchan(server) : stop(server));
   }
 }
 
