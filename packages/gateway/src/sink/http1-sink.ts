@@ -1,7 +1,7 @@
 /** An SSE stream on an HTTP/1.1 response: the stream owns its TCP connection for as long as it lasts. */
 import type { ServerResponse } from 'node:http';
 import { encodeRetry } from '../sse/frame.js';
-import type { StreamSink } from './stream-sink.js';
+import { onceDrainedOrClosed, type StreamSink } from './stream-sink.js';
 
 export class Http1Sink implements StreamSink {
   readonly #response: ServerResponse;
@@ -37,14 +37,7 @@ export class Http1Sink implements StreamSink {
   }
 
   onceWritable(callback: () => void): void {
-    const response = this.#response;
-    const done = () => {
-      response.off('drain', done);
-      response.off('close', done);
-      callback();
-    };
-    response.once('drain', done);
-    response.once('close', done);
+    onceDrainedOrClosed(this.#response, callback);
   }
 
   end(): void {

@@ -6,7 +6,7 @@
  */
 import { constants, type Http2ServerResponse, type ServerHttp2Stream } from 'node:http2';
 import { encodeRetry } from '../sse/frame.js';
-import type { StreamSink } from './stream-sink.js';
+import { onceDrainedOrClosed, type StreamSink } from './stream-sink.js';
 
 /** Headers HTTP/2 forbids (RFC 9113 §8.2.2); Node throws on them, and custom RESPONSE_HEADERS may hold one. */
 const CONNECTION_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
@@ -48,14 +48,7 @@ export class Http2Sink implements StreamSink {
   }
 
   onceWritable(callback: () => void): void {
-    const stream = this.#stream;
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      callback();
-    };
-    stream.once('drain', done);
-    stream.once('close', done);
+    onceDrainedOrClosed(this.#stream, callback);
   }
 
   end(): void {

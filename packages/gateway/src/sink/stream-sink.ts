@@ -33,3 +33,14 @@ export interface StreamSink {
    */
   answerRetryOnly(headers: Readonly<Record<string, string>>, retryMs: number): void;
 }
+
+/** Calls `callback` once, on the emitter's first 'drain' or 'close', and drops the other listener. */
+export function onceDrainedOrClosed(emitter: NodeJS.EventEmitter, callback: () => void): void {
+  const done = () => {
+    emitter.off('drain', done);
+    emitter.off('close', done);
+    callback();
+  };
+  emitter.once('drain', done);
+  emitter.once('close', done);
+}
