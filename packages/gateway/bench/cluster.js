@@ -20,6 +20,7 @@ import { topicKeys } from '@sse-gateway/publisher-sdk/protocol';
 import { Cluster, Redis } from 'ioredis';
 import { startLocalRedis } from '../dist/cluster/local-redis.js';
 import { adopt, cpuSeconds, percentile, pinPid, run, startRedis, startServer, stop } from './harness.js';
+import { httpStreamDecoder, lineSplitter } from './http-stream.js';
 import { connect } from './sse-client.js';
 
 /** As src/cluster/local-redis.ts starts it. */
@@ -527,7 +528,6 @@ function recoveryClient(port, topic) {
       client.socket = socket;
       const resume = client.lastId === undefined ? '' : `Last-Event-ID: ${client.lastId}\r\n`;
       let streaming = false;
-      let pending = '';
       let frame = { id: undefined, event: undefined, data: '' };
       socket.once('connect', () => {
         socket.write(
@@ -546,36 +546,28 @@ function recoveryClient(port, topic) {
         client.reconnects++;
         setTimeout(open, RECONNECT_DELAY_MS);
       });
-      socket.on('data', (chunk) => {
-        let text = pending + chunk.toString('latin1');
-        if (!streaming) {
-          const headEnd = text.indexOf('\r\n\r\n');
-          if (headEnd < 0) {
-            pending = text;
-            return;
-          }
-          if (text.slice(9, 12) !== '200') {
-            socket.destroy();
-            return;
-          }
-          streaming = true;
-          resolve(client);
-          text = text.slice(headEnd + 4);
+      const onLine = (line) => {
+        if (line.startsWith('id: ')) frame.id = line.slice(4);
+        else if (line.startsWith('event: ')) frame.event = line.slice(7);
+        else if (line.startsWith('data: ')) frame.data = line.slice(6);
+        else if (line === '') {
+          if (frame.id !== undefined) onFrame(client, frame);
+          frame = { id: undefined, event: undefined, data: '' };
         }
-        // Whole lines only; chunked-encoding size lines (the gateway writes whole frames) match no field.
-        const lastLf = text.lastIndexOf('\n');
-        pending = text.slice(lastLf + 1);
-        if (lastLf < 0) return;
-        for (const line of text.slice(0, lastLf).split('\n')) {
-          if (line.startsWith('id: ')) frame.id = line.slice(4);
-          else if (line.startsWith('event: ')) frame.event = line.slice(7);
-          else if (line.startsWith('data: ')) frame.data = line.slice(6);
-          else if (line === '') {
-            if (frame.id !== undefined) onFrame(client, frame);
-            frame = { id: undefined, event: undefined, data: '' };
-          }
+      };
+      const onHead = (status) => {
+        if (status !== 200) {
+          socket.destroy();
+          return;
         }
-      });
+        streaming = true;
+        resolve(client);
+      };
+      const lines = lineSplitter(onLine);
+      socket.on(
+        'data',
+        httpStreamDecoder(onHead, (piece) => streaming && lines(piece)),
+      );
     };
     open();
   });

@@ -406,6 +406,9 @@ async function stormPhase(redisUrl, { behindHaproxy = false } = {}) {
         MAX_CONNECTIONS: '50000',
         MAX_CONNECTIONS_PER_CLIENT: '50000',
         MAX_NEW_CONNECTIONS_PER_SECOND: '100000',
+        // Behind a proxy a departed client is noticed at the next heartbeat: keep that short, so the
+        // streams of a failed attempt are gone before the next one starts (betweenAttempts).
+        HEARTBEAT_MS: '2000',
       },
     });
   }
@@ -422,7 +425,15 @@ async function stormPhase(redisUrl, { behindHaproxy = false } = {}) {
     liveRate: Number(args['storm-live-rate']),
     eventBytes: EVENT_BYTES,
     timeoutMs,
+    betweenAttempts: cluster ? () => waitForNoStreams(cluster.nodes) : undefined,
   });
+  // Health-check verdicts during the storm: a replica marked DOWN turns its share of the storm into 503s.
+  const transitions =
+    cluster
+      ?.haproxyLog()
+      .split('\n')
+      .filter((line) => / is (DOWN|UP)/.test(line)) ?? [];
+  if (transitions.length > 0) console.log(`HAProxy health checks during the storm:\n${transitions.join('\n')}`);
   await cluster?.stop();
   console.log(
     `\nReconnect storm (${cluster ? 'HAProxy + 3 gateways, unpinned' : 'gateway'}; connects issued in one loop; live events at ${args['storm-live-rate']}/s; ` +
@@ -450,6 +461,27 @@ async function stormPhase(redisUrl, { behindHaproxy = false } = {}) {
   for (const r of results) {
     console.log(`| ${r.conns} | ${r.gatewayCpuS.toFixed(1)} | ${r.clientCpuS.toFixed(1)} | ${r.listenOverflows} |`);
   }
+}
+
+/** Waits (up to 30 s) until no gateway of `nodes` holds a stream, as their /stats report. */
+async function waitForNoStreams(nodes) {
+  const deadline = performance.now() + 30_000;
+  const open = async () => {
+    const counts = await Promise.all(
+      nodes.map((node) =>
+        fetch(`${node.url}/stats`)
+          .then((response) => response.json())
+          .then((s) => s.connections),
+      ),
+    );
+    return counts.reduce((sum, count) => sum + count, 0);
+  };
+  let left = await open();
+  while (left > 0 && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    left = await open();
+  }
+  if (left > 0) console.log(`storm: ${left} streams of the previous attempt still open after 30 s`);
 }
 
 async function publishPhase(redis) {

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
 import { startLocalCluster } from '../dist/cluster/local-cluster.js';
 import { percentile } from './harness.js';
+import { httpStreamDecoder, lineSplitter } from './http-stream.js';
 
 const TOPICS = ['rolling/a', 'rolling/b', 'rolling/c'];
 const WARM_UP_MS = 2000;
@@ -145,7 +146,6 @@ function rollingClient(port, topic) {
       client.connectAt.push(performance.now());
       const resume = client.ids.length > 0 ? `Last-Event-ID: ${client.ids.at(-1)}\r\n` : '';
       let streaming = false;
-      let pending = '';
       socket.once('connect', () => {
         socket.write(
           `GET /events?topic=${encodeURIComponent(topic)} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
@@ -162,38 +162,30 @@ function rollingClient(port, topic) {
         endedAt ??= performance.now();
         setTimeout(open, retryMs);
       });
-      socket.on('data', (chunk) => {
-        let text = pending + chunk.toString('latin1');
-        if (!streaming) {
-          const headEnd = text.indexOf('\r\n\r\n');
-          if (headEnd < 0) {
-            pending = text;
-            return;
-          }
-          if (text.slice(9, 12) !== '200') {
-            client.refused++;
-            socket.destroy();
-            return;
-          }
-          streaming = true;
-          if (!opened) {
-            opened = true;
-            resolve(client);
-          }
-          text = text.slice(headEnd + 4);
+      const onLine = (line) => {
+        if (line.startsWith('id: ')) {
+          client.ids.push(line.slice(4));
+          if (endedAt !== undefined) client.reconnectMs.push(performance.now() - endedAt);
+          endedAt = undefined;
+        } else if (line.startsWith('retry: ')) retryMs = Number(line.slice(7));
+      };
+      const onHead = (status) => {
+        if (status !== 200) {
+          client.refused++;
+          socket.destroy();
+          return;
         }
-        // Whole lines only; chunk-size lines of the chunked encoding match no field.
-        const lastLf = text.lastIndexOf('\n');
-        pending = text.slice(lastLf + 1);
-        if (lastLf < 0) return;
-        for (const line of text.slice(0, lastLf).split('\n')) {
-          if (line.startsWith('id: ')) {
-            client.ids.push(line.slice(4));
-            if (endedAt !== undefined) client.reconnectMs.push(performance.now() - endedAt);
-            endedAt = undefined;
-          } else if (line.startsWith('retry: ')) retryMs = Number(line.slice(7));
+        streaming = true;
+        if (!opened) {
+          opened = true;
+          resolve(client);
         }
-      });
+      };
+      const lines = lineSplitter(onLine);
+      socket.on(
+        'data',
+        httpStreamDecoder(onHead, (piece) => streaming && lines(piece)),
+      );
     };
     open();
   });

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
 import { cpuSeconds, openFileLimit, percentile, startServer, stop } from './harness.js';
+import { httpStreamDecoder } from './http-stream.js';
 
 export const TARGET_MS = 5000;
 /** Events published before the cursor, so the cursor is a retained event with older history behind it. */
@@ -24,6 +25,7 @@ const RESERVED_FDS = 200;
 const LIVE_DRAIN_MS = 10_000;
 const ID_LINE = Buffer.from('\nid: ');
 const LF = 10;
+const LF_BYTE = Buffer.from('\n');
 
 /**
  * Runs the storm with `conns` clients; while more than MAX_FAILED_SHARE of the connections fail, runs it
@@ -40,6 +42,8 @@ export async function runStorms(options) {
     const next = Math.floor(conns / 2);
     console.log(`storm: ${failed} of ${conns} connections failed (${result.errorKinds}); retrying with ${next}`);
     conns = next;
+    // The next attempt must not start while this one's streams still hold the servers' slots.
+    await options.betweenAttempts?.();
   }
 }
 
@@ -117,8 +121,8 @@ function openStorm(port, topic, cursor, lastMissed, conns) {
 
 /**
  * One resuming SSE client on a raw socket. It records every `id:` it receives and settles once it has the
- * last missed event (caught up) or its connection failed. Chunked transfer framing is left in the byte
- * stream: the gateway writes whole lines, so a chunk-size line never splits an `id:` line.
+ * last missed event (caught up) or its connection failed. The body is read through the chunked decoder:
+ * behind a proxy, chunk boundaries fall anywhere, even inside an `id:` line.
  */
 function stormClient(port, request, lastMissed, onSettled) {
   const socket = net.connect(port, '127.0.0.1');
@@ -130,30 +134,23 @@ function stormClient(port, request, lastMissed, onSettled) {
     client.error = error;
     onSettled();
   };
-  // Bytes not parsed yet: the response head until it is complete, then the last (partial) line.
-  let pending;
-  socket.once('connect', () => socket.write(request));
-  socket.once('error', (error) => settle(error.code ?? error.message));
-  socket.once('close', () => settle('closed'));
-  socket.on('data', (chunk) => {
-    let data = pending ? Buffer.concat([pending, chunk]) : chunk;
-    if (!client.streaming) {
-      const headEnd = data.indexOf('\r\n\r\n');
-      if (headEnd < 0) {
-        pending = data;
-        return;
-      }
-      const status = data.toString('latin1', 9, 12);
-      if (status !== '200') {
-        settle(`HTTP ${status}`);
-        socket.destroy();
-        return;
-      }
-      client.streaming = true;
-      // Keep the head's final LF: then every id line, the first included, follows a LF.
-      data = data.subarray(headEnd + 3);
+  // The body's last (partial) line; it starts as a LF so that every id line, the first included, follows one.
+  let pending = LF_BYTE;
+  // A refusal is settled once its body says who refused: the gateway's JSON error code, or the proxy.
+  let refusal;
+  const onHead = (status, head) => {
+    if (status === 200) client.streaming = true;
+    else refusal = { status, json: /\r\ncontent-type: application\/json/i.test(head) };
+  };
+  const onBody = (piece) => {
+    if (refusal) {
+      const code = refusal.json ? /"code":"([^"]+)"/.exec(piece.toString('latin1'))?.[1] : 'proxy';
+      settle(`HTTP ${refusal.status} ${code ?? ''}`.trim());
+      socket.destroy();
+      return;
     }
-    // Always >= 0: data starts with the LF kept from the head or from the previous chunk.
+    const data = Buffer.concat([pending, piece]);
+    // Always >= 0: data starts with the LF kept from the previous piece.
     const lastLf = data.lastIndexOf(LF);
     for (let at = data.indexOf(ID_LINE); at >= 0 && at < lastLf; at = data.indexOf(ID_LINE, at + 1)) {
       // toString copies: a slice of a larger string would keep the whole chunk's text alive.
@@ -165,7 +162,12 @@ function stormClient(port, request, lastMissed, onSettled) {
       }
     }
     pending = Buffer.from(data.subarray(lastLf)); // a copy, for the same reason
-  });
+  };
+  const push = httpStreamDecoder(onHead, onBody);
+  socket.once('connect', () => socket.write(request));
+  socket.once('error', (error) => settle(error.code ?? error.message));
+  socket.once('close', () => settle(refusal ? `HTTP ${refusal.status}` : 'closed'));
+  socket.on('data', push);
   return client;
 }
 

@@ -63,6 +63,8 @@ export interface LocalCluster {
   readonly tlsUrl: string;
   readonly redisUrl: string;
   readonly nodes: readonly GatewayNode[];
+  /** HAProxy's output so far (when output is 'pipe'): warnings such as servers going DOWN and UP. */
+  readonly haproxyLog: () => string;
   /** Resolves when HAProxy sees exactly `count` replicas as up. */
   waitForHealthyBackends(count: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -127,6 +129,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
       tlsUrl: `https://127.0.0.1:${tlsPort}`,
       redisUrl,
       nodes,
+      haproxyLog: haproxy.log,
       async waitForHealthyBackends(expected, timeoutMs = READY_TIMEOUT_MS) {
         const deadline = Date.now() + timeoutMs;
         let up = -1;
