@@ -469,7 +469,7 @@ async function waitForNoStreams(nodes) {
   const open = async () => {
     const counts = await Promise.all(
       nodes.map((node) =>
-        fetch(`${node.url}/stats`)
+        fetch(`${node.adminUrl}/stats`)
           .then((response) => response.json())
           .then((s) => s.connections),
       ),

@@ -3,7 +3,7 @@
  * parsed into a frozen Config. Every invalid setting is reported together at boot.
  */
 import { createPublicKey } from 'node:crypto';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { DEFAULT_KEY_PREFIX } from '@sse-gateway/publisher-sdk/protocol';
 import { parseRedisUrl, type RedisTarget } from '@sse-gateway/publisher-sdk/redis-target';
 import { loadTlsFiles, TlsFilesError } from './server/tls-files.js';
@@ -129,6 +129,20 @@ export interface Config {
   readonly h2InitialWindowSize: number;
   /** Gateway processes sharing PORT (node:cluster), each a full node; `auto` = one per CPU. Needs Redis. Default 1. */
   readonly workers: number;
+  /**
+   * Port of the private admin listener (/metrics, /stats, the dashboard, the admin API). `public` serves
+   * them on PORT instead (the behaviour before there was an admin port); `off` serves them nowhere.
+   * With WORKERS=N, worker k (0 to N-1) listens on ADMIN_PORT + k. Default 8081.
+   */
+  readonly adminPort: number | 'public' | 'off';
+  /** Interface of the admin listener. Default 127.0.0.1: reachable from this machine only. */
+  readonly adminHost: string;
+  /** Bearer token for the admin API (at least 24 characters); a JWT with `{"sse":{"admin":true}}` works too. */
+  readonly adminToken: string | undefined;
+  /** This node's name in cluster-wide stats. Default `<hostname>-<pid>`. */
+  readonly nodeId: string;
+  /** How often a node reports its counts to the cluster view; a dead node leaves it after 3 of these. Default 2000. */
+  readonly nodeReportMs: number;
 }
 
 interface Setting<K extends keyof Config> {
@@ -614,7 +628,69 @@ const SERVER_SETTINGS = {
   },
 } satisfies Partial<SettingsTable>;
 
-const SETTINGS: SettingsTable = { ...GENERAL_SETTINGS, ...ACCESS_AND_LIMIT_SETTINGS, ...SERVER_SETTINGS };
+const adminPort = (raw: string): Config['adminPort'] => {
+  const value = raw.trim().toLowerCase();
+  if (value === 'public' || value === 'off') return value;
+  if (!/^\d+$/.test(value)) throw new SettingError(`must be a port number, "public" or "off", got "${raw}"`);
+  return integer(0, 65535)(value);
+};
+
+const adminToken = (raw: string): string | undefined => {
+  const value = raw.trim();
+  if (value === '') return undefined;
+  if (value.length < 24) throw new SettingError('must be at least 24 characters (use: openssl rand -hex 24)');
+  return value;
+};
+
+const nodeId = (raw: string): string => {
+  const value = raw.trim();
+  // The id sits inside a Redis hash tag and in log lines: no braces, spaces or control characters.
+  if (!/^[A-Za-z0-9_.:-]{1,100}$/.test(value))
+    throw new SettingError('may only hold letters, digits and _ . : - (at most 100 characters)');
+  return value;
+};
+
+const ADMIN_SETTINGS = {
+  adminPort: {
+    env: 'ADMIN_PORT',
+    default: '8081',
+    doc: 'private port for /metrics, /stats, the dashboard and the admin API (public = on PORT, off = none)',
+    parse: adminPort,
+  },
+  adminHost: {
+    env: 'ADMIN_HOST',
+    default: '127.0.0.1',
+    doc: 'interface of the admin listener (keep it private)',
+    parse: text,
+  },
+  adminToken: {
+    env: 'ADMIN_TOKEN',
+    default: '',
+    doc: 'bearer token for the admin API (or a JWT granting {"sse":{"admin":true}})',
+    parse: adminToken,
+  },
+  nodeId: {
+    env: 'NODE_ID',
+    default: `${hostname()
+      .replace(/[^A-Za-z0-9_.:-]/g, '-')
+      .slice(0, 80)}-${process.pid}`,
+    doc: "this node's name in cluster-wide stats",
+    parse: nodeId,
+  },
+  nodeReportMs: {
+    env: 'NODE_REPORT_MS',
+    default: '2000',
+    doc: 'how often a node reports its counts to the cluster view (a dead node leaves after 3)',
+    parse: integer(100, 60_000),
+  },
+} satisfies Partial<SettingsTable>;
+
+const SETTINGS: SettingsTable = {
+  ...GENERAL_SETTINGS,
+  ...ACCESS_AND_LIMIT_SETTINGS,
+  ...SERVER_SETTINGS,
+  ...ADMIN_SETTINGS,
+};
 const SETTING_ROWS = Object.entries(SETTINGS) as Array<[keyof Config, Setting<keyof Config>]>;
 
 export class ConfigError extends Error {
@@ -661,6 +737,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     problems.push(
       `WORKERS=${env.WORKERS} needs Redis (REDIS_URL): the embedded engine keeps history in one process, so workers would not share it`,
     );
+  if (typeof config.adminPort === 'number' && config.adminPort !== 0 && config.adminPort === config.port)
+    problems.push('ADMIN_PORT must differ from PORT (ADMIN_PORT=public serves the admin routes on PORT)');
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config) as unknown as Config;
 }

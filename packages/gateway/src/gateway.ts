@@ -1,11 +1,20 @@
-/** Wires one gateway node: config -> engine -> hub -> app -> HTTP server, and its graceful shutdown. */
+/**
+ * Wires one gateway node: config -> engine -> hub -> app -> HTTP server, the operator's plane beside it
+ * (admin listener, cluster view reports, control channel), and its graceful shutdown.
+ */
 import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
+import { createAdminApp, createAdminListenerApp } from './admin/admin-app.js';
+import { type AdminServer, startAdminServer } from './admin/admin-server.js';
+import { ControlChannel } from './admin/control-channel.js';
+import { NodeReporter } from './admin/node-reporter.js';
 import type { Config } from './config.js';
 import { type ClaimStore, MemoryClaimStore } from './engine/claim-store.js';
 import { type Engine, isCountingEngine } from './engine/engine.js';
 import { createStorage } from './engine/index.js';
+import { MemoryNodeDirectory, type NodeDirectory } from './engine/node-directory.js';
 import { createApp } from './http/app.js';
+import { createAccess } from './http/auth/create-access.js';
 import { errorBody } from './http/errors.js';
 import { Hub } from './hub/hub.js';
 import { createLogger } from './logger.js';
@@ -21,6 +30,10 @@ export interface Gateway {
   /** The port actually bound (useful with PORT=0). */
   readonly port: number;
   readonly url: string;
+  /** The admin listener's URL; undefined with ADMIN_PORT=public (then on `url`) or off. */
+  readonly adminUrl: string | undefined;
+  /** This node's name in the cluster view (NODE_ID). */
+  readonly nodeId: string;
   /** Re-reads TLS_CERT / TLS_KEY for new connections; open streams stay. Throws (and keeps the old pair) if unusable. */
   reloadTls(): void;
   /** Sends a new reconnect hint to every client (with the configured jitter). */
@@ -31,22 +44,29 @@ export interface Gateway {
 
 export interface GatewayOptions {
   readonly logger?: Logger;
-  /** Replaces the engine chosen from config (tests); single-use claims then stay in this process. */
+  /** Replaces the engine chosen from config (tests); single-use claims and the cluster view then stay in this process. */
   readonly engine?: Engine;
+  /** What the admin API's drain does; default: close() with its drainMs. run-node also exits afterwards. */
+  readonly onDrainRequested?: (drainMs: number) => void;
   /** Socket writes per event-loop turn in a large fan-out (tests lower it to exercise slicing). */
   readonly fanOutSliceWrites?: number;
 }
 
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.logLevel);
-  const { engine, claims } = options.engine
-    ? { engine: options.engine, claims: new MemoryClaimStore() as ClaimStore }
+  const { engine, claims, directory } = options.engine
+    ? {
+        engine: options.engine,
+        claims: new MemoryClaimStore() as ClaimStore,
+        directory: new MemoryNodeDirectory() as NodeDirectory,
+      }
     : createStorage(config, logger);
   const metrics = createMetrics();
   const hub = new Hub({
     engine,
     logger,
     metrics,
+    retryMs: config.retryMs,
     heartbeatMs: config.heartbeatMs,
     writeTimeoutMs: config.writeTimeoutMs,
     closeOnWriteTimeout: config.closeOnWriteTimeout,
@@ -61,8 +81,55 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     engineReady: () => engine.isReady(),
     engineStats: () => (isCountingEngine(engine) ? engine.counters() : {}),
   });
+  let gateway: Gateway | undefined;
+  const control = new ControlChannel({
+    engine,
+    hub,
+    nodeId: config.nodeId,
+    logger,
+    setRetry: (retryMs) => hub.broadcastRetry(retryMs, () => config.retryJitter * Math.random()),
+  });
+  hub.reservedSink = (publication) => control.onPublication(publication);
   await hub.start();
-  const { app, fastPath } = createApp({ config, engine, claims, hub, metrics, logger });
+  await control.start();
+  const access = createAccess(config, claims, logger);
+  // The URLs are known once the listeners are bound; the reporter reads them at every report.
+  const urls: { url: string; adminUrl: string | undefined } = { url: '', adminUrl: undefined };
+  const reporter = new NodeReporter({
+    directory,
+    hub,
+    engine,
+    metrics,
+    logger,
+    nodeId: config.nodeId,
+    intervalMs: config.nodeReportMs,
+    urls,
+  });
+  const adminDeps = {
+    config,
+    engine,
+    hub,
+    metrics,
+    access,
+    directory,
+    reporter,
+    control,
+    logger,
+    drain: (drainMs: number) => {
+      if (options.onDrainRequested) options.onDrainRequested(drainMs);
+      else void gateway?.close(drainMs);
+    },
+  };
+  const { app, fastPath } = createApp({
+    config,
+    engine,
+    claims,
+    hub,
+    metrics,
+    logger,
+    access,
+    ...(config.adminPort === 'public' ? { admin: createAdminApp(adminDeps) } : {}),
+  });
 
   const honoListener = requestListener(app.fetch, config);
   // GET /events skips hono (routing, its Request wrapper, middleware); everything else goes through it.
@@ -72,10 +139,27 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   const server = await startNodeServer(listener, config, logger);
   const port = server.port;
   const url = `${server.scheme}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  logger.info({ url, protocols: server.protocols, engine: engine.kind }, 'gateway listening');
+  let admin: AdminServer | undefined;
+  if (typeof config.adminPort === 'number') {
+    admin = await startAdminServer(createAdminListenerApp(adminDeps), config.adminHost, config.adminPort).catch(
+      async (error: unknown) => {
+        await server.close();
+        await hub.close();
+        await engine.close();
+        throw error;
+      },
+    );
+  }
+  urls.url = url;
+  urls.adminUrl = config.adminPort === 'public' ? url : admin?.url;
+  reporter.start();
+  logger.info(
+    { url, adminUrl: urls.adminUrl, node: config.nodeId, protocols: server.protocols, engine: engine.kind },
+    'gateway listening',
+  );
 
   let closing: Promise<void> | undefined;
-  return {
+  gateway = {
     config,
     engine,
     hub,
@@ -83,6 +167,8 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     logger,
     port,
     url,
+    adminUrl: admin?.url,
+    nodeId: config.nodeId,
     reloadTls() {
       const files = server.reloadTls();
       logger.info({ subject: files.subject, validTo: files.validTo.toISOString() }, 'TLS certificate reloaded');
@@ -93,16 +179,22 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     close(drainMs = config.drainMs) {
       closing ??= (async () => {
         const serverClosed = server.close();
-        await hub.drain(drainMs);
+        const drained = hub.drain(drainMs);
+        // The cluster view shows the node as draining while its streams leave.
+        await reporter.reportNow();
+        await drained;
         await hub.close();
         // Streams are closed: idle HTTP/1.1 connections end, HTTP/2 sessions get GOAWAY.
         server.closeIdle();
         await serverClosed;
+        await reporter.stop();
+        await admin?.close();
         await engine.close();
       })();
       return closing;
     },
   };
+  return gateway;
 }
 
 /** hono's Node adapter; requests it cannot turn into a URL (backslash in the path, `*`, a bad Host) get JSON too. */

@@ -6,20 +6,23 @@
 import cluster from 'node:cluster';
 import type { Config } from './config.js';
 import { startGateway } from './gateway.js';
-import { SHUTDOWN_MESSAGE } from './workers.js';
+import { SHUTDOWN_MESSAGE, WORKER_SLOT_ENV } from './workers.js';
 
 export async function runNode(config: Config): Promise<void> {
-  const gateway = await startGateway(config).catch((error: unknown) => {
+  let stopping = false;
+  let drain = (_reason: string, _drainMs?: number) => {};
+  const gateway = await startGateway(workerConfig(config), {
+    onDrainRequested: (drainMs) => drain('admin API', drainMs),
+  }).catch((error: unknown) => {
     process.stderr.write(`could not start: ${(error as Error).message}\n`);
     process.exit(1);
   });
 
-  let stopping = false;
-  const drain = (reason: string) => {
+  drain = (reason: string, drainMs = config.drainMs) => {
     if (stopping) return;
     stopping = true;
-    gateway.logger.info({ reason, drainMs: config.drainMs }, 'draining');
-    gateway.close().then(
+    gateway.logger.info({ reason, drainMs }, 'draining');
+    gateway.close(drainMs).then(
       () => {
         gateway.logger.info('stopped');
         process.exit(0);
@@ -62,4 +65,16 @@ export async function runNode(config: Config): Promise<void> {
       gateway.logger.error({ err: error }, 'TLS reload refused; still serving the previous certificate');
     }
   });
+}
+
+/**
+ * A worker's own settings: worker k of the supervisor (SSE_WORKER_SLOT, set by workers.ts; the same slot
+ * for a worker's successor) has the admin port ADMIN_PORT + k and the node id NODE_ID-wk.
+ */
+function workerConfig(config: Config): Config {
+  if (!cluster.isWorker) return config;
+  const slot = Number(process.env[WORKER_SLOT_ENV] ?? 0);
+  const adminPort =
+    typeof config.adminPort === 'number' && config.adminPort !== 0 ? config.adminPort + slot : config.adminPort;
+  return Object.freeze({ ...config, adminPort, nodeId: `${config.nodeId}-w${slot}` });
 }

@@ -10,6 +10,8 @@ import { createLogger } from './logger.js';
 
 /** What the supervisor sends a worker to make it drain and exit. */
 export const SHUTDOWN_MESSAGE = 'sse-gateway:shutdown';
+/** Tells a worker which of the N it is (0 to N-1), for its admin port and node id. */
+export const WORKER_SLOT_ENV = 'SSE_WORKER_SLOT';
 /** A worker that dies is started again after this long (a crash loop then costs little). */
 const RESTART_DELAY_MS = 1000;
 
@@ -18,8 +20,8 @@ export function runWorkers(config: Config): void {
   let stopping = false;
   const alive = new Set<Worker>();
 
-  const fork = (): Worker => {
-    const worker = cluster.fork();
+  const fork = (slot: number): Worker => {
+    const worker = cluster.fork({ [WORKER_SLOT_ENV]: String(slot) });
     alive.add(worker);
     worker.on('exit', (code, signal) => {
       alive.delete(worker);
@@ -33,13 +35,13 @@ export function runWorkers(config: Config): void {
       // Its clients reconnect to the other workers (or to its successor) and resume where they were.
       log.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker died; starting another');
       setTimeout(() => {
-        if (!stopping) fork();
+        if (!stopping) fork(slot);
       }, RESTART_DELAY_MS).unref();
     });
     return worker;
   };
 
-  for (let index = 0; index < config.workers; index++) fork();
+  for (let slot = 0; slot < config.workers; slot++) fork(slot);
   log.info({ workers: config.workers, port: config.port }, 'supervising gateway workers');
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {

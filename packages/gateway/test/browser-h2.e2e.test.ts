@@ -126,7 +126,7 @@ describe.skipIf(!runnable)('12 EventSources in one page: HTTP/2 through HAProxy 
       const connectionCounts = () =>
         Promise.all(
           cluster.nodes.map((node) =>
-            fetch(`${node.url}/stats`)
+            fetch(`${node.adminUrl}/stats`)
               .then((response) => response.json() as Promise<{ connections: number }>)
               .then((stats) => stats.connections),
           ),

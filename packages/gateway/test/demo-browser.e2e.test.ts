@@ -69,7 +69,7 @@ describe.skipIf(!runnable)('demo page in headless Chromium through the load bala
     // Kill the replica that holds the browser's stream.
     const counts = await Promise.all(
       cluster.nodes.map((node) =>
-        fetch(`${node.url}/stats`)
+        fetch(`${node.adminUrl}/stats`)
           .then((response) => response.json() as Promise<{ connections: number }>)
           .then((stats) => stats.connections),
       ),
@@ -97,7 +97,7 @@ describe.skipIf(!runnable)('demo page in headless Chromium through the load bala
     expect(await page.textContent('#status')).toBe('open');
     // The stream now lives on the surviving replica: the browser really moved.
     const survivor = cluster.nodes.find((node) => node !== holder);
-    const stats = (await fetch(`${survivor?.url}/stats`).then((response) => response.json())) as {
+    const stats = (await fetch(`${survivor?.adminUrl}/stats`).then((response) => response.json())) as {
       connections: number;
     };
     expect(stats.connections).toBe(1);

@@ -507,22 +507,22 @@ describe('/stats', () => {
     const two = collect(eventsUrl(counted.url, 'stats/a'));
     const both = collect(eventsUrl(counted.url, ['stats/a', 'stats/b']));
     await Promise.all([one.waitForOpen(), two.waitForOpen(), both.waitForOpen()]);
-    expect(await stats(counted.url, ['stats/a', 'stats/b', 'stats/none'])).toEqual({
+    expect(await stats(counted.adminUrl, ['stats/a', 'stats/b', 'stats/none'])).toMatchObject({
       connections: 3,
       topics: 2,
       consumers: { 'stats/a': 3, 'stats/b': 1, 'stats/none': 0 },
     });
     both.close();
-    await waitFor(async () => (await stats(counted.url)).connections === 2, { what: 'two connections left' });
-    expect(await stats(counted.url, ['stats/a', 'stats/b'])).toEqual({
+    await waitFor(async () => (await stats(counted.adminUrl)).connections === 2, { what: 'two connections left' });
+    expect(await stats(counted.adminUrl, ['stats/a', 'stats/b'])).toMatchObject({
       connections: 2,
       topics: 1,
       consumers: { 'stats/a': 2, 'stats/b': 0 },
     });
     one.close();
     two.close();
-    await waitFor(async () => (await stats(counted.url)).connections === 0, { what: 'no connection left' });
-    expect((await stats(counted.url)).topics).toBe(0);
+    await waitFor(async () => (await stats(counted.adminUrl)).connections === 0, { what: 'no connection left' });
+    expect((await stats(counted.adminUrl)).topics).toBe(0);
   });
 });
 

@@ -50,7 +50,7 @@ describe.skipIf(!haveHaproxy)('HTTP/2 clients through HAProxy (h2 in front, HTTP
   const totalConnections = async () => {
     const counts = await Promise.all(
       cluster.nodes.map((node) =>
-        fetch(`${node.url}/stats`)
+        fetch(`${node.adminUrl}/stats`)
           .then((response) => response.json() as Promise<{ connections: number }>)
           .then((stats) => stats.connections),
       ),
@@ -58,7 +58,7 @@ describe.skipIf(!haveHaproxy)('HTTP/2 clients through HAProxy (h2 in front, HTTP
     return counts.reduce((sum, count) => sum + count, 0);
   };
   const slowConsumerCuts = async () => {
-    const texts = await Promise.all(cluster.nodes.map((node) => fetch(`${node.url}/metrics`).then((r) => r.text())));
+    const texts = await Promise.all(cluster.nodes.map((node) => fetch(`${node.adminUrl}/metrics`).then((r) => r.text())));
     return texts
       .flatMap((text) => text.split('\n'))
       .filter((line) => line.startsWith('sse_gateway_disconnects_total{reason="slow-consumer"}'))

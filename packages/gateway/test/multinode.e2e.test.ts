@@ -222,7 +222,7 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
         for (let kill = 1; kill <= 3; kill++) {
           await waitForEach(clients, () => kill * STEP_EVENTS, `${kill * STEP_EVENTS} events per topic per client`);
           const refills = await Promise.all(
-            nodes.map((node) => metric(node.url, 'sse_gateway_engine_events_total', { counter: 'refills' })),
+            nodes.map((node) => metric(node.adminUrl, 'sse_gateway_engine_events_total', { counter: 'refills' })),
           );
           const killed = Number(await redisAdmin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'));
           // One subscriber connection per node (nothing else on this server subscribes).
@@ -231,7 +231,7 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
           await waitFor(
             async () => {
               const now = await Promise.all(
-                nodes.map((node) => metric(node.url, 'sse_gateway_engine_events_total', { counter: 'refills' })),
+                nodes.map((node) => metric(node.adminUrl, 'sse_gateway_engine_events_total', { counter: 'refills' })),
               );
               return now.every((value, index) => value > (refills[index] as number));
             },
@@ -292,7 +292,7 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
       await waitForDelivery(clients, log);
 
       const refills = await Promise.all(
-        nodes.map((node) => metric(node.url, 'sse_gateway_engine_events_total', { counter: 'refills' })),
+        nodes.map((node) => metric(node.adminUrl, 'sse_gateway_engine_events_total', { counter: 'refills' })),
       );
       const [, maxClients = '10000'] = (await redisAdmin.config('GET', 'maxclients')) as string[];
       let burst: Sent[];
@@ -311,7 +311,7 @@ describe('multi-node: 3 gateway processes on one Redis, clients on specific node
       await waitFor(
         async () => {
           const now = await Promise.all(
-            nodes.map((node) => metric(node.url, 'sse_gateway_engine_events_total', { counter: 'refills' })),
+            nodes.map((node) => metric(node.adminUrl, 'sse_gateway_engine_events_total', { counter: 'refills' })),
           );
           return now.every((value, index) => value > (refills[index] as number));
         },

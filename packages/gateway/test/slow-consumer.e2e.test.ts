@@ -109,7 +109,7 @@ describe('a client that stops reading', () => {
     await waitFor(() => slow.gateway.hub.consumers(topic) === 2 && slow.gateway.hub.consumers(marker) === 1, {
       what: 'both clients attached',
     });
-    const before = await metric(slow.url, 'sse_gateway_disconnects_total', { reason: 'slow-consumer' });
+    const before = await metric(slow.adminUrl, 'sse_gateway_disconnects_total', { reason: 'slow-consumer' });
 
     // One 32 KiB event per request, until the stalled client is gone (its kernel buffers hold a few MiB).
     let published = 0;
@@ -124,10 +124,10 @@ describe('a client that stops reading', () => {
       await publish(slow.url, { topic, event: 'big', data: bigData(published++, 32 * KIB) });
     }
 
-    expect(await metric(slow.url, 'sse_gateway_disconnects_total', { reason: 'slow-consumer' })).toBe(before + 1);
-    await waitFor(async () => (await stats(slow.url, [topic])).connections === 1, { what: 'one connection in /stats' });
+    expect(await metric(slow.adminUrl, 'sse_gateway_disconnects_total', { reason: 'slow-consumer' })).toBe(before + 1);
+    await waitFor(async () => (await stats(slow.adminUrl, [topic])).connections === 1, { what: 'one connection in /stats' });
     expect(slow.gateway.hub.connectionCount).toBe(1);
-    expect((await stats(slow.url, [topic])).consumers[topic]).toBe(1);
+    expect((await stats(slow.adminUrl, [topic])).consumers[topic]).toBe(1);
 
     await healthy.waitForCount(published, { timeoutMs: 60_000 });
     expect(sequence(healthy.events)).toEqual(range(0, published));
@@ -154,8 +154,8 @@ describe('a client that stops reading', () => {
     await waitFor(() => timing.gateway.hub.consumers(topic) === 2 && timing.gateway.hub.consumers(marker) === 1, {
       what: 'both clients attached',
     });
-    const before = await metric(timing.url, 'sse_gateway_disconnects_total', { reason: 'write-timeout' });
-    const timeoutsBefore = await metric(timing.url, 'sse_gateway_write_timeouts_total');
+    const before = await metric(timing.adminUrl, 'sse_gateway_disconnects_total', { reason: 'write-timeout' });
+    const timeoutsBefore = await metric(timing.adminUrl, 'sse_gateway_write_timeouts_total');
 
     let published = 0;
     while (timing.gateway.hub.consumers(marker) === 1) {
@@ -171,11 +171,11 @@ describe('a client that stops reading', () => {
       }
     }
 
-    expect(await metric(timing.url, 'sse_gateway_disconnects_total', { reason: 'write-timeout' })).toBeGreaterThan(
+    expect(await metric(timing.adminUrl, 'sse_gateway_disconnects_total', { reason: 'write-timeout' })).toBeGreaterThan(
       before,
     );
-    expect(await metric(timing.url, 'sse_gateway_write_timeouts_total')).toBeGreaterThan(timeoutsBefore);
-    expect(await metric(timing.url, 'sse_gateway_disconnects_total', { reason: 'slow-consumer' })).toBe(0);
+    expect(await metric(timing.adminUrl, 'sse_gateway_write_timeouts_total')).toBeGreaterThan(timeoutsBefore);
+    expect(await metric(timing.adminUrl, 'sse_gateway_disconnects_total', { reason: 'slow-consumer' })).toBe(0);
     await drainUntilClosed(socket);
     await waitFor(() => timing.gateway.hub.connectionCount === 1, { what: 'only the healthy client left' });
 
@@ -203,7 +203,7 @@ describe('a client resuming over a history larger than its budget', () => {
       what: `the replay of 299 events (received ${client.events.length})`,
       timeoutMs: 30_000,
     });
-    expect(await metric(replaying.url, 'sse_gateway_disconnects_total', { reason: 'slow-consumer' })).toBe(0);
+    expect(await metric(replaying.adminUrl, 'sse_gateway_disconnects_total', { reason: 'slow-consumer' })).toBe(0);
     expect(client.errors, `stream failures after ${client.events.length} events`).toBe(0);
     expect(client.opens).toBe(1);
     await client.waitForCount(299);
@@ -220,7 +220,7 @@ describe('idle timeout and max connection age', () => {
     expect(stream.error).toBeUndefined();
     expect(stream.text).toMatch(/^retry: \d+\n\n/);
     expect(countOf(stream.text, 'data:')).toBe(0);
-    expect(await metric(idle.url, 'sse_gateway_disconnects_total', { reason: 'idle-timeout' })).toBeGreaterThanOrEqual(
+    expect(await metric(idle.adminUrl, 'sse_gateway_disconnects_total', { reason: 'idle-timeout' })).toBeGreaterThanOrEqual(
       1,
     );
 
@@ -247,7 +247,7 @@ describe('idle timeout and max connection age', () => {
       expect(stream.ended).toBe(true);
       expect(stream.error).toBeUndefined();
     }
-    expect(await metric(aging.url, 'sse_gateway_disconnects_total', { reason: 'max-age' })).toBe(3);
+    expect(await metric(aging.adminUrl, 'sse_gateway_disconnects_total', { reason: 'max-age' })).toBe(3);
     await waitFor(() => aging.gateway.hub.connectionCount === 0, { what: 'no connection left' });
   });
 });

@@ -30,6 +30,8 @@ export interface LocalClusterOptions {
   readonly tlsPemPath?: string;
   /** First gateway port; 0 = free ones. Default 0. */
   readonly gatewayBasePort?: number;
+  /** First admin port (gateway k gets this + k); 0 = free ones. Default 0. */
+  readonly adminBasePort?: number;
   /** Use this Redis (any REDIS_URL form) instead of spawning one. */
   readonly redisUrl?: string;
   /** What to spawn when no redisUrl is given: one redis-server, or a 3+3 Redis Cluster. Default single. */
@@ -46,6 +48,8 @@ export interface GatewayNode {
   readonly name: string;
   readonly port: number;
   readonly url: string;
+  /** Its admin listener: /metrics, /stats, the dashboard, the admin API. */
+  readonly adminUrl: string;
   readonly pid: number | undefined;
   /** Output so far (when output is 'pipe'). */
   readonly log: () => string;
@@ -98,7 +102,10 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
 
     for (let i = 0; i < count; i++) {
       const port = options.gatewayBasePort ? options.gatewayBasePort + i : await freePort();
-      const node = new ManagedNode(`gateway${i + 1}`, port, { ...options.env, REDIS_URL: redisUrl }, output);
+      // Admin ports follow the gateways' when those are fixed (pnpm cluster prints them for scraping).
+      const adminPort = options.adminBasePort ? options.adminBasePort + i : await freePort();
+      const env = { ...options.env, REDIS_URL: redisUrl, NODE_ID: `gateway${i + 1}` };
+      const node = new ManagedNode(`gateway${i + 1}`, port, adminPort, env, output);
       nodes.push(node);
     }
     await Promise.all(nodes.map((node) => node.start()));
@@ -163,12 +170,17 @@ class ManagedNode implements GatewayNode {
   constructor(
     readonly name: string,
     readonly port: number,
+    readonly adminPort: number,
     private readonly env: Record<string, string>,
     private readonly output: 'inherit' | 'pipe',
   ) {}
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
+  }
+
+  get adminUrl(): string {
+    return `http://127.0.0.1:${this.adminPort}`;
   }
 
   get pid(): number | undefined {
@@ -187,7 +199,14 @@ class ManagedNode implements GatewayNode {
     const started = spawnLogged(
       process.execPath,
       [MAIN_PATH],
-      { HOST: '127.0.0.1', PORT: String(this.port), LOG_LEVEL: 'info', TRUST_PROXY: 'true', ...this.env },
+      {
+        HOST: '127.0.0.1',
+        PORT: String(this.port),
+        ADMIN_PORT: String(this.adminPort),
+        LOG_LEVEL: 'info',
+        TRUST_PROXY: 'true',
+        ...this.env,
+      },
       this.output,
     );
     this.#child = started.child;

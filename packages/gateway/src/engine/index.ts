@@ -1,13 +1,15 @@
 /**
  * The one place that chooses an engine: Redis when one is configured (REDIS_URL, REDIS_SENTINELS or
  * REDIS_CLUSTER_NODES), else the embedded one. It also wires
- * the duties beside the event store (single-use claims), which live in the same place as the events.
+ * the duties beside the event store (single-use claims, the cluster view of nodes), which live in the
+ * same place as the events.
  */
 import type { Logger } from 'pino';
 import { type Config, redisTargetOf } from '../config.js';
 import { type ClaimStore, MemoryClaimStore } from './claim-store.js';
 import type { Engine } from './engine.js';
 import { MemoryEngine } from './memory-engine.js';
+import { MemoryNodeDirectory, type NodeDirectory } from './node-directory.js';
 import { RedisEngine } from './redis/redis-engine.js';
 
 export type { ClaimStore } from './claim-store.js';
@@ -16,6 +18,7 @@ export type { Engine, HistoryPage, Publication, PublicationSink, PublishRequest,
 export interface Storage {
   readonly engine: Engine;
   readonly claims: ClaimStore;
+  readonly directory: NodeDirectory;
 }
 
 export function createStorage(config: Config, logger: Logger): Storage {
@@ -34,7 +37,7 @@ export function createStorage(config: Config, logger: Logger): Storage {
       minReplicas: config.publishMinReplicas,
       replicaTimeoutMs: config.publishReplicaTimeoutMs,
     });
-    return { engine, claims: engine };
+    return { engine, claims: engine, directory: engine.directory };
   }
-  return { engine: new MemoryEngine(retention), claims: new MemoryClaimStore() };
+  return { engine: new MemoryEngine(retention), claims: new MemoryClaimStore(), directory: new MemoryNodeDirectory() };
 }

@@ -39,6 +39,8 @@ export interface AppDeps {
   readonly random?: () => number;
   /** Replaces the access policy built from config (tests). */
   readonly access?: Access;
+  /** The operator's routes, mounted here when ADMIN_PORT=public. */
+  readonly admin?: Hono;
 }
 
 type Env = { Bindings: HttpBindings };
@@ -82,18 +84,8 @@ export function createApp(deps: AppDeps): GatewayApp {
     if (!engine.isReady()) return c.json({ status: 'engine-unavailable', engine: engine.kind }, 503);
     return c.json({ status: 'ready', engine: engine.kind });
   });
-  app.get('/metrics', async (c) => {
-    c.header('Content-Type', metrics.registry.contentType);
-    return c.body(await metrics.registry.metrics());
-  });
-  app.get('/stats', (c) => {
-    const topics = c.req.queries('topic') ?? [];
-    return c.json({
-      connections: hub.connectionCount,
-      topics: hub.topicCount,
-      consumers: Object.fromEntries(topics.map((topic) => [topic, hub.consumers(topic)])),
-    });
-  });
+  // ADMIN_PORT=public: /metrics, /stats, the dashboard and the admin API on this port too.
+  if (deps.admin) app.route('/', deps.admin);
   if (config.demoPage) {
     app.get('/demo', (c) => {
       // Its own inline script and style, and requests to this origin only.
@@ -133,8 +125,6 @@ export function createApp(deps: AppDeps): GatewayApp {
   const routes: Record<string, string> = {
     '/healthz': 'GET',
     '/readyz': 'GET',
-    '/metrics': 'GET',
-    '/stats': 'GET',
     '/events': 'GET',
     '/publish': 'POST',
     '/tickets': 'POST',

@@ -48,7 +48,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
     Object.keys(corsHeaders).length === 0 ? baseHeaders : { ...config.responseHeaders, ...corsHeaders, ...SSE_HEADERS };
   let nextConnectionId = 1;
   /** RETRY_MS plus this connection's random share of RETRY_JITTER. */
-  const retryHintMs = () => config.retryMs * (1 + config.retryJitter * deps.random());
+  const retryHintMs = () => hub.retryMs * (1 + config.retryJitter * deps.random());
 
   /**
    * Serves one GET /events: validates it, and either hands the stream to the hub or throws a
@@ -110,6 +110,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
           ? now + config.maxConnectionAgeMs * (1 - MAX_AGE_JITTER * deps.random())
           : Infinity,
       remoteAddress: address,
+      subject: principal?.sub,
       expiresAt: principal?.expiresAt ?? Number.POSITIVE_INFINITY,
       retryHintMs: retryHintMs(),
       headers: streamHeaders(cors.responseHeaders(origin)),

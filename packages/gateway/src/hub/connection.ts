@@ -12,7 +12,7 @@ import {
 } from '@sse-gateway/publisher-sdk/protocol';
 import type { StreamSink } from '../sink/stream-sink.js';
 import { encodeFrame, encodeRetry, HEARTBEAT } from '../sse/frame.js';
-import { RESET_EVENT, type ResetReason, TOKEN_EXPIRED_EVENT } from '../sse/reserved-events.js';
+import { CLOSED_EVENT, RESET_EVENT, type ResetReason, TOKEN_EXPIRED_EVENT } from '../sse/reserved-events.js';
 import type { Delivery, ReplayChunk } from './delivery.js';
 
 export type CloseReason =
@@ -23,6 +23,7 @@ export type CloseReason =
   | 'max-age'
   | 'token-expired'
   | 'shutdown'
+  | 'closed-by-operator'
   | 'error';
 
 /** Shared by every connection of a hub: one integer increment per event written, read by the metrics. */
@@ -57,6 +58,8 @@ export interface ConnectionOptions {
   /** Absolute time after which the hub's sweep closes the connection (max age); Infinity = never. */
   readonly closeAt: number;
   readonly remoteAddress: string | undefined;
+  /** The token's subject (`sub`), when the stream was opened with one. */
+  readonly subject?: string | undefined;
   /** When the credentials behind the stream expire (epoch ms); Infinity = never. */
   readonly expiresAt: number;
   /** This connection's `retry:` hint (with its jitter), also sent if it ends before it started. */
@@ -76,6 +79,7 @@ export class Connection {
   readonly retryHintMs: number;
   readonly headers: Readonly<Record<string, string>>;
   readonly remoteAddress: string | undefined;
+  readonly subject: string | undefined;
   readonly #maxBufferedBytes: number;
   /** Formatted positions, so a multi-topic id is a join, not a re-format of every topic. */
   readonly #idParts: string[];
@@ -115,6 +119,7 @@ export class Connection {
     this.retryHintMs = options.retryHintMs;
     this.headers = options.headers;
     this.remoteAddress = options.remoteAddress;
+    this.subject = options.subject;
     this.#idParts = options.positions.map(formatPosition);
   }
 
@@ -231,6 +236,16 @@ export class Connection {
     if (this.closed) return;
     this.writeTokenExpired();
     this.close('token-expired');
+  }
+
+  /** An operator closed the stream: the page hears why (when the stream is open), then it ends. */
+  closeByOperator(scope: 'topic' | 'subject'): void {
+    if (this.closed) return;
+    if (this.sink.started) {
+      const data = JSON.stringify({ reason: 'closed-by-operator', scope });
+      this.#write(Buffer.from(encodeFrame({ event: CLOSED_EVENT, data })));
+    }
+    this.close('closed-by-operator');
   }
 
   writeRetry(ms: number): void {

@@ -5,7 +5,7 @@
  */
 import { comparePositions, formatPosition, type Position } from '@sse-gateway/publisher-sdk/protocol';
 import type { Logger } from 'pino';
-import type { Engine, HistoryPage, Publication } from '../engine/engine.js';
+import type { Engine, HistoryPage, Publication, PublicationSink } from '../engine/engine.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { ResetReason } from '../sse/reserved-events.js';
 import type { Connection, DeliveryCount } from './connection.js';
@@ -15,6 +15,8 @@ export interface HubOptions {
   readonly engine: Engine;
   readonly logger: Logger;
   readonly metrics: GatewayMetrics;
+  /** The `retry:` hint for new streams, until an operator changes it (broadcastRetry). */
+  readonly retryMs: number;
   readonly heartbeatMs: number;
   readonly writeTimeoutMs: number;
   readonly closeOnWriteTimeout: boolean;
@@ -105,6 +107,9 @@ const MAX_ALL_TAILS_BYTES = 32 * 1024 * 1024;
 /** Pause between batches of closes while draining. */
 const DRAIN_STEP_MS = 50;
 
+/** `$`: no client topic can start with it (see the SDK's topic grammar), so it marks the gateway's own. */
+const RESERVED_TOPIC_MARK = 36;
+
 export class Hub {
   readonly #engine: Engine;
   readonly #log: Logger;
@@ -116,6 +121,7 @@ export class Hub {
   #sweepTimer: NodeJS.Timeout | undefined;
   #lastHeartbeatAt = Date.now();
   #draining = false;
+  #retryMs: number;
   /** `topic id` -> encoded event, oldest first (Map order), capped at RECENT_DELIVERIES. */
   readonly #recent = new Map<string, Delivery>();
   readonly #reads = new Map<string, SharedRead>();
@@ -133,18 +139,25 @@ export class Hub {
   /** Event frames written to clients, live or replayed, counted by the connections as they write. */
   readonly #deliveries: DeliveryCount = { events: 0 };
 
+  /** Where publications of reserved topics (`$gateway/...`, the gateway's own) go instead of to clients. */
+  reservedSink: PublicationSink | undefined;
+
   constructor(options: HubOptions) {
     this.#options = options;
     this.#engine = options.engine;
     this.#log = options.logger.child({ mod: 'hub' });
     this.#metrics = options.metrics;
     this.#sliceWrites = options.fanOutSliceWrites ?? FANOUT_SLICE_WRITES;
+    this.#retryMs = options.retryMs;
     this.#replayChunkBytes = Math.max(1, Math.min(MAX_REPLAY_CHUNK_BYTES, Math.floor(options.maxBufferedBytes / 2)));
   }
 
   async start(): Promise<void> {
     await this.#engine.start(
-      (publication) => this.onPublication(publication),
+      (publication) =>
+        publication.topic.charCodeAt(0) === RESERVED_TOPIC_MARK
+          ? this.reservedSink?.(publication)
+          : this.onPublication(publication),
       (topic, reason, position) => this.onGap(topic, reason, position),
     );
     const interval = Math.max(
@@ -280,8 +293,40 @@ export class Hub {
     }
   }
 
-  /** Sends a new `retry:` hint to every connection (with per-connection jitter from `jitter`). */
+  /** Local consumers of every topic of this node (for the cluster view). */
+  consumerCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const [topic, entry] of this.#topics)
+      if (entry.connections.size > 0) counts.set(topic, entry.connections.size);
+    return counts;
+  }
+
+  /** Closes every stream following `topic` (each hears `gateway.closed` first); returns how many. */
+  closeTopic(topic: string): number {
+    const connections = [...(this.#topics.get(topic)?.connections ?? [])];
+    for (const connection of connections) connection.closeByOperator('topic');
+    return connections.length;
+  }
+
+  /** Closes every stream opened with a token of subject `sub` (each hears `gateway.closed` first). */
+  closeSubject(sub: string): number {
+    let closed = 0;
+    for (const connection of [...this.#connections]) {
+      if (connection.subject !== sub) continue;
+      connection.closeByOperator('subject');
+      closed++;
+    }
+    return closed;
+  }
+
+  /** The `retry:` hint (before jitter) new streams get. */
+  get retryMs(): number {
+    return this.#retryMs;
+  }
+
+  /** Sends a new `retry:` hint to every connection (with per-connection jitter from `jitter`), and to new ones. */
   broadcastRetry(retryMs: number, jitter: () => number): void {
+    this.#retryMs = retryMs;
     for (const connection of this.#connections) connection.writeRetry(retryMs * (1 + jitter()));
   }
 

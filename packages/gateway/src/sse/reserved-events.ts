@@ -16,3 +16,11 @@ export type ResetReason =
 
 /** The stream's token or ticket expired; the stream ends right after. Get new credentials, then reconnect. */
 export const TOKEN_EXPIRED_EVENT = 'gateway.token-expired';
+
+/**
+ * An operator closed the stream (admin API: all streams of a topic, or of a token subject); it ends right
+ * after. Data: `{ "reason": "closed-by-operator", "scope": "topic" | "subject" }`. A page should not
+ * reconnect on its own: for a revoked user, reconnecting with the same credentials is refused only once
+ * the token source stops issuing them.
+ */
+export const CLOSED_EVENT = 'gateway.closed';

@@ -20,6 +20,8 @@ export interface LogLine {
 export interface RunningGateway {
   readonly child: ChildProcess;
   readonly url: string;
+  /** The admin listener (/stats, /metrics, the admin API); the suites run it on a port the OS picks. */
+  readonly adminUrl: string;
   readonly logs: LogLine[];
   readonly stderr: () => string;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -40,7 +42,7 @@ export function cleanEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
 export async function spawnGateway(settings: Record<string, string>): Promise<RunningGateway> {
   const child = spawn(process.execPath, [MAIN], {
     cwd: REPO_ROOT,
-    env: cleanEnv({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...settings }),
+    env: cleanEnv({ PORT: '0', ADMIN_PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...settings }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
@@ -76,5 +78,12 @@ export async function spawnGateway(settings: Record<string, string>): Promise<Ru
     },
     { what: "the 'gateway listening' log line", timeoutMs: 30_000 },
   );
-  return { child, url: String(listening.url), logs, stderr: () => stderr, exited };
+  return {
+    child,
+    url: String(listening.url),
+    adminUrl: String(listening.adminUrl),
+    logs,
+    stderr: () => stderr,
+    exited,
+  };
 }

@@ -17,6 +17,8 @@ export interface TestGateway {
   readonly gateway: Gateway;
   /** Base URL, `http://127.0.0.1:<port>`. */
   readonly url: string;
+  /** The admin listener's base URL (/stats, /metrics, the admin API), on its own free port. */
+  readonly adminUrl: string;
   /** Closes every stream at once (no drain spread) and stops the engine. */
   close(): Promise<void>;
 }
@@ -32,6 +34,7 @@ export async function startTestGateway(
   const config = configWith({
     port: 0,
     host: '127.0.0.1',
+    adminPort: 0,
     redisUrl: undefined,
     logLevel: 'silent',
     retryMs: 100,
@@ -41,7 +44,12 @@ export async function startTestGateway(
   });
   const engine = options.engine?.(config);
   const gateway = await startGateway(config, { logger: pino({ level: 'silent' }), ...(engine ? { engine } : {}) });
-  return { gateway, url: gateway.url, close: () => gateway.close(0) };
+  return {
+    gateway,
+    url: gateway.url,
+    adminUrl: gateway.adminUrl ?? gateway.url,
+    close: () => gateway.close(0),
+  };
 }
 
 export interface Latency {

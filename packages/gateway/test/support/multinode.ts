@@ -77,10 +77,16 @@ export class GatewayProcess {
     readonly name: string,
     readonly port: number,
     private readonly env: Readonly<Record<string, string>>,
+    /** Its admin listener's port (/stats, /metrics, the admin API), the same across restarts. */
+    readonly adminPort: number,
   ) {}
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
+  }
+
+  get adminUrl(): string {
+    return `http://127.0.0.1:${this.adminPort}`;
   }
 
   get pid(): number | undefined {
@@ -103,7 +109,7 @@ export class GatewayProcess {
     installExitHook();
     const child = spawn(process.execPath, [MAIN_PATH], {
       // A clean environment: nothing of the test runner's (auth secrets, REDIS_PREFIX...) leaks in.
-      env: { PATH: process.env.PATH ?? '', ...this.env, PORT: String(this.port) },
+      env: { PATH: process.env.PATH ?? '', ...this.env, PORT: String(this.port), ADMIN_PORT: String(this.adminPort) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.#child = child;
@@ -184,7 +190,7 @@ export function gatewayEnv(redisUrl: string, options: GatewayOptions): Record<st
 export async function startGateway(index: number, redisUrl: string, options: GatewayOptions): Promise<GatewayProcess> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
-    const node = new GatewayProcess(`node${index}`, await freePort(), gatewayEnv(redisUrl, options));
+    const node = new GatewayProcess(`node${index}`, await freePort(), gatewayEnv(redisUrl, options), await freePort());
     try {
       await node.start();
       return node;

@@ -21,10 +21,12 @@ import {
   type PublishRequest,
   type Retention,
 } from '../engine.js';
+import type { NodeDirectory } from '../node-directory.js';
 import { ClusterConnections } from './cluster-connections.js';
 import { type EngineConnections, RedisConnections } from './connections.js';
 import { EventNameGuard } from './event-names.js';
 import { HistoryReader } from './history.js';
+import { RedisNodeDirectory } from './node-directory.js';
 import { ShardedSubscriptions } from './sharded-subscriptions.js';
 import { ChannelSubscriptions, type SubscriptionEvents, type Subscriptions } from './subscriptions.js';
 import { type FlowContext, TopicFlow } from './topic-flow.js';
@@ -76,6 +78,8 @@ const MAX_HEAD_CHECKS_PER_ROUND = 500;
 export class RedisEngine implements CountingEngine, ClaimStore {
   readonly kind = 'redis';
   readonly stats: RedisEngineStats = { refills: 0, resets: 0, redisErrors: 0, roundTrips: 0, gapsDetected: 0 };
+  /** The cluster view (nodes and their consumer counts), kept beside the events. */
+  readonly directory: NodeDirectory;
   readonly #options: RedisEngineOptions;
   readonly #log: Logger;
   readonly #connections: EngineConnections;
@@ -127,6 +131,7 @@ export class RedisEngine implements CountingEngine, ClaimStore {
       this.#connections = connections;
       this.#subscriptions = new ChannelSubscriptions(connections.subscriber, subscriptionEvents, this.#log);
     }
+    this.directory = new RedisNodeDirectory(this.#connections.commands, options.prefix);
     this.#history = new HistoryReader({
       commands: this.#connections.commands,
       prefix: options.prefix,

@@ -4,6 +4,7 @@
  * (development); with any key, subscribing needs a grant unless the topic is public, and publishing
  * always needs a publish grant.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import type { RequestView } from '../request-view.js';
 import { anyGrantMatches, compileGrants, type Grant } from './grants.js';
@@ -100,6 +101,29 @@ export class Access {
   }
 
   /**
+   * Who calls the admin API: the bearer `adminToken` (ADMIN_TOKEN), or a token (bearer or cookie) with
+   * the admin grant. In open mode without an ADMIN_TOKEN anyone who reaches the admin listener may.
+   * Returns who it is, for the log line every action writes.
+   */
+  async authenticateAdmin(c: RequestView, adminToken: string | undefined): Promise<string> {
+    const authorization = c.header('authorization');
+    if (adminToken && authorization !== undefined && sameSecret(authorization, `Bearer ${adminToken}`)) {
+      return 'admin-token';
+    }
+    if (this.open && !adminToken) return 'anyone (open mode)';
+    const principal = this.open ? undefined : await this.#authenticate(c).catch(() => undefined);
+    if (principal?.admin) return principal.sub ? `token sub=${principal.sub}` : 'token without sub';
+    throw new GatewayError(
+      principal ? 403 : 401,
+      principal ? 'forbidden' : 'unauthorized',
+      principal
+        ? 'the token has no admin grant ({"sse":{"admin":true}})'
+        : 'the admin API needs ADMIN_TOKEN as a bearer token, or a token with the admin grant',
+      principal ? {} : { 'WWW-Authenticate': 'Bearer' },
+    );
+  }
+
+  /**
    * Requires a token (bearer or cookie) granting every topic `readTopics` reads from the request, and
    * mints a single-use subscribe ticket for exactly those topics.
    */
@@ -165,6 +189,13 @@ export function requireJsonBody(c: RequestView): void {
   if (!/^application\/json\s*(;|$)/i.test(type)) {
     throw new GatewayError(415, 'json_required', 'the request body must be JSON, with Content-Type: application/json');
   }
+}
+
+/** Compares in constant time (the lengths may differ: then they are not the same). */
+function sameSecret(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
 }
 
 function checkLength(value: string, what: string): void {

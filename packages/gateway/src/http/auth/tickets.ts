@@ -72,6 +72,7 @@ export class Tickets {
       // Exact topics, never patterns: a topic name holds no wildcard segment.
       subscribe: compileGrants(topics),
       publish: [],
+      admin: false,
       expiresAt: typeof payload.tokenExp === 'number' ? payload.tokenExp : Number.POSITIVE_INFINITY,
       source: 'ticket',
     };

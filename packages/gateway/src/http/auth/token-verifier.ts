@@ -18,6 +18,8 @@ export interface Principal {
   readonly sub: string | undefined;
   readonly subscribe: readonly Grant[];
   readonly publish: readonly Grant[];
+  /** `{"sse":{"admin":true}}`: may use the admin API. */
+  readonly admin: boolean;
   /** Epoch milliseconds at which the token (or ticket) stops being valid; Infinity without `exp`. */
   readonly expiresAt: number;
   /** Where the credentials came from, for logs (never the token itself). */
@@ -35,7 +37,7 @@ export interface TokenVerifierOptions {
   readonly clockSkewS: number;
 }
 
-/** The claim holding the grants: `{ "sse": { "subscribe": [...], "publish": [...] } }`. */
+/** The claim holding the grants: `{ "sse": { "subscribe": [...], "publish": [...], "admin": true } }`. */
 export const GRANTS_CLAIM = 'sse';
 
 const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
@@ -96,13 +98,14 @@ export class TokenVerifier {
 
 /** `clockSkewS` extends the expiry the same way it extends acceptance: a token accepted is not cut at once. */
 export function principalFromPayload(payload: JWTPayload, source: Principal['source'], clockSkewS = 0): Principal {
-  const claim = (payload[GRANTS_CLAIM] ?? {}) as { subscribe?: unknown; publish?: unknown };
+  const claim = (payload[GRANTS_CLAIM] ?? {}) as { subscribe?: unknown; publish?: unknown; admin?: unknown };
   const sub = typeof payload.sub === 'string' ? payload.sub : undefined;
   const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : typeof value === 'string' ? [value] : []);
   return {
     sub,
     subscribe: compileGrants(list(claim.subscribe), { sub }),
     publish: compileGrants(list(claim.publish), { sub }),
+    admin: claim.admin === true,
     expiresAt: typeof payload.exp === 'number' ? (payload.exp + clockSkewS) * 1000 : Number.POSITIVE_INFINITY,
     source,
   };
