@@ -91,7 +91,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   });
   hub.reservedSink = (publication) => control.onPublication(publication);
   await hub.start();
-  await control.start();
+  control.start();
   const access = createAccess(config, claims, logger);
   // The URLs are known once the listeners are bound; the reporter reads them at every report.
   const urls: { url: string; adminUrl: string | undefined } = { url: '', adminUrl: undefined };
@@ -188,6 +188,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
         server.closeIdle();
         await serverClosed;
         await reporter.stop();
+        control.stop();
         await admin?.close();
         await engine.close();
       })();

@@ -11,6 +11,10 @@ export interface GatewayMetrics {
   readonly writeTimeouts: Counter;
   readonly rejectedRequests: Counter<'code'>;
   readonly publishSeconds: Histogram;
+  /** How long streams lasted, by why they ended. */
+  readonly connectionSeconds: Histogram<'reason'>;
+  /** Events replayed per resumed topic of a stream, by where they came from (the node's tail or history). */
+  readonly replayLength: Histogram<'source'>;
   /** Registers gauges read at scrape time. */
   observe(read: {
     connections: () => number;
@@ -40,6 +44,20 @@ export function createMetrics(): GatewayMetrics {
       name: 'sse_gateway_publish_duration_seconds',
       help: 'Time to store a publish request in history',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    connectionSeconds: new Histogram({
+      name: 'sse_gateway_connection_duration_seconds',
+      help: 'Lifetime of client streams, by why they closed',
+      labelNames: ['reason'],
+      buckets: [1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600],
+      registers: [registry],
+    }),
+    replayLength: new Histogram({
+      name: 'sse_gateway_replay_events',
+      help: "Events replayed per resumed topic, from the node's recent tail or from history",
+      labelNames: ['source'],
+      buckets: [0, 1, 10, 50, 100, 500, 1000, 5000, 10000],
       registers: [registry],
     }),
     observe(read) {

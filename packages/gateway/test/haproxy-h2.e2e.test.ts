@@ -58,7 +58,9 @@ describe.skipIf(!haveHaproxy)('HTTP/2 clients through HAProxy (h2 in front, HTTP
     return counts.reduce((sum, count) => sum + count, 0);
   };
   const slowConsumerCuts = async () => {
-    const texts = await Promise.all(cluster.nodes.map((node) => fetch(`${node.adminUrl}/metrics`).then((r) => r.text())));
+    const texts = await Promise.all(
+      cluster.nodes.map((node) => fetch(`${node.adminUrl}/metrics`).then((r) => r.text())),
+    );
     return texts
       .flatMap((text) => text.split('\n'))
       .filter((line) => line.startsWith('sse_gateway_disconnects_total{reason="slow-consumer"}'))

@@ -263,7 +263,9 @@ async function isSyncedReplica(node: Address): Promise<boolean> {
 
 /** Refill counters of every node (sse_gateway_engine_events_total{counter="refills"}). */
 function refills(nodes: readonly GatewayProcess[]): Promise<number[]> {
-  return Promise.all(nodes.map((node) => metric(node.adminUrl, 'sse_gateway_engine_events_total', { counter: 'refills' })));
+  return Promise.all(
+    nodes.map((node) => metric(node.adminUrl, 'sse_gateway_engine_events_total', { counter: 'refills' })),
+  );
 }
 
 async function waitForRefills(nodes: readonly GatewayProcess[], before: readonly number[], what: string) {

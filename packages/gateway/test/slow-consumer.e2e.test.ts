@@ -125,7 +125,9 @@ describe('a client that stops reading', () => {
     }
 
     expect(await metric(slow.adminUrl, 'sse_gateway_disconnects_total', { reason: 'slow-consumer' })).toBe(before + 1);
-    await waitFor(async () => (await stats(slow.adminUrl, [topic])).connections === 1, { what: 'one connection in /stats' });
+    await waitFor(async () => (await stats(slow.adminUrl, [topic])).connections === 1, {
+      what: 'one connection in /stats',
+    });
     expect(slow.gateway.hub.connectionCount).toBe(1);
     expect((await stats(slow.adminUrl, [topic])).consumers[topic]).toBe(1);
 
@@ -220,9 +222,9 @@ describe('idle timeout and max connection age', () => {
     expect(stream.error).toBeUndefined();
     expect(stream.text).toMatch(/^retry: \d+\n\n/);
     expect(countOf(stream.text, 'data:')).toBe(0);
-    expect(await metric(idle.adminUrl, 'sse_gateway_disconnects_total', { reason: 'idle-timeout' })).toBeGreaterThanOrEqual(
-      1,
-    );
+    expect(
+      await metric(idle.adminUrl, 'sse_gateway_disconnects_total', { reason: 'idle-timeout' }),
+    ).toBeGreaterThanOrEqual(1);
 
     const client = collect(eventsUrl(idle.url, 'idle/eventsource'));
     await client.waitForOpen(2, { timeoutMs: 20_000 });

@@ -29,7 +29,9 @@ export async function startAdminServer(app: Hono, host: string, port: number): P
     server.once('error', (error: NodeJS.ErrnoException) =>
       reject(
         error.code === 'EADDRINUSE'
-          ? new Error(`ADMIN_PORT ${port} on ${host} is in use (EADDRINUSE): set ADMIN_PORT (0 = any free port, off = none)`)
+          ? new Error(
+              `ADMIN_PORT ${port} on ${host} is in use (EADDRINUSE): set ADMIN_PORT (0 = any free port, off = none)`,
+            )
           : error,
       ),
     );

@@ -10,6 +10,8 @@ import type { Hub } from '../hub/hub.js';
 
 export const CONTROL_TOPIC = '$gateway/control';
 const CONTROL_EVENT = 'control';
+/** Pause between attempts to follow the control topic while the engine refuses. */
+const SUBSCRIBE_RETRY_MS = 1000;
 
 export type ControlAction =
   | { readonly kind: 'retry'; readonly retryMs: number }
@@ -35,15 +37,39 @@ export interface ControlChannelDeps {
 export class ControlChannel {
   readonly #deps: ControlChannelDeps;
   readonly #log: Logger;
+  #stopped = false;
 
   constructor(deps: ControlChannelDeps) {
     this.#deps = deps;
     this.#log = deps.logger.child({ mod: 'control' });
   }
 
-  /** Follows the control topic; resolves once actions sent from now on will reach this node. */
-  async start(): Promise<void> {
-    await this.#deps.engine.subscribe(CONTROL_TOPIC);
+  /**
+   * Follows the control topic, in the background: the node serves streams whether or not its engine can
+   * subscribe yet (Redis down at boot), and a failed subscription is tried again until it holds.
+   * `following` resolves once actions sent from then on reach this node.
+   */
+  start(): void {
+    this.following = this.#follow();
+  }
+
+  following: Promise<void> = Promise.resolve();
+
+  /** No more attempts to follow (the node is stopping). */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  async #follow(): Promise<void> {
+    for (let attempt = 1; !this.#stopped; attempt++) {
+      try {
+        await this.#deps.engine.subscribe(CONTROL_TOPIC);
+        return;
+      } catch (error) {
+        if (attempt === 1) this.#log.warn({ err: error }, 'could not follow the control topic yet; retrying');
+        await new Promise((resolve) => setTimeout(resolve, SUBSCRIBE_RETRY_MS).unref());
+      }
+    }
   }
 
   /** Sends `action` to every node (this one included); resolves once it is stored. */

@@ -411,6 +411,7 @@ export class Hub {
     }
     const reason = connection.closeReason ?? 'error';
     this.#metrics.disconnects.inc({ reason });
+    this.#metrics.connectionSeconds.observe({ reason }, (Date.now() - connection.openedAt) / 1000);
     this.#log.info(
       {
         conn: connection.id,
@@ -424,13 +425,31 @@ export class Hub {
   }
 
   async #replay(connection: Connection, index: number, after: Position, joinedAt: number): Promise<void> {
+    const replayed = { events: 0, source: 'tail' as 'tail' | 'history' };
+    try {
+      await this.#replayTopic(connection, index, after, joinedAt, replayed);
+    } finally {
+      this.#metrics.replayLength.observe({ source: replayed.source }, replayed.events);
+    }
+  }
+
+  /** Writes what `connection` missed of its topic `index`, counting the events into `replayed`. */
+  async #replayTopic(
+    connection: Connection,
+    index: number,
+    after: Position,
+    joinedAt: number,
+    replayed: { events: number; source: 'tail' | 'history' },
+  ): Promise<void> {
     const topic = connection.topics[index] as string;
     let cursor = after;
     let resets = 0;
     const fromTail = this.#tailChunks(this.#topics.get(topic), cursor);
     if (fromTail) {
       // Everything after the cursor up to the newest event this node has: no read; later ones are queued.
-      this.#metrics.replayedEvents.inc(fromTail.reduce((sum, chunk) => sum + chunk.deliveries.length, 0));
+      const events = fromTail.reduce((sum, chunk) => sum + chunk.deliveries.length, 0);
+      this.#metrics.replayedEvents.inc(events);
+      replayed.events = events;
       for (const chunk of fromTail) {
         await connection.whenWritable();
         if (connection.closed) return;
@@ -438,6 +457,7 @@ export class Hub {
       }
       return;
     }
+    replayed.source = 'history';
     for (;;) {
       const entry = this.#topics.get(topic);
       const generation = entry?.tail.generation;
@@ -460,6 +480,7 @@ export class Hub {
         connection.writeHistoryChunk(chunk);
       }
       this.#metrics.replayedEvents.inc(page.events.length);
+      replayed.events += page.events.length;
       const last = page.events[page.events.length - 1];
       if (last) cursor = last.position;
       if (!page.more || !last) return;
