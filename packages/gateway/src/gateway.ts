@@ -78,6 +78,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     connections: () => hub.connectionCount,
     topics: () => hub.topicCount,
     eventsDelivered: () => hub.eventsDelivered,
+    eventsReceived: () => hub.eventsReceived,
     engineReady: () => engine.isReady(),
     engineStats: () => (isCountingEngine(engine) ? engine.counters() : {}),
   });

@@ -20,6 +20,7 @@ export interface GatewayMetrics {
     connections: () => number;
     topics: () => number;
     eventsDelivered: () => number;
+    eventsReceived: () => number;
     engineReady: () => boolean;
     engineStats: () => Readonly<Record<string, number>>;
   }): void;
@@ -79,6 +80,15 @@ export function createMetrics(): GatewayMetrics {
         collect() {
           this.reset();
           this.inc(read.eventsDelivered());
+        },
+      });
+      new Counter({
+        name: 'sse_gateway_events_received_total',
+        help: 'Publications this node received from the engine for topics it has consumers of (its fan-out input)',
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read.eventsReceived());
         },
       });
       gauge('engine_ready', '1 when the engine (Redis) is reachable', (g) => g.set(read.engineReady() ? 1 : 0));

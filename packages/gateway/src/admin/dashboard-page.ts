@@ -39,13 +39,14 @@ export const DASHBOARD_PAGE = `<!doctype html>
   <div class="tile"><div class="value" id="total-nodes">-</div><div class="label">nodes</div></div>
   <div class="tile"><div class="value" id="total-connections">-</div><div class="label">connections</div></div>
   <div class="tile"><div class="value" id="deliveries-rate">-</div><div class="label">deliveries/s</div></div>
-  <div class="tile"><div class="value" id="publishes-rate">-</div><div class="label">publishes/s</div></div>
+  <div class="tile"><div class="value" id="received-rate">-</div><div class="label">events in/s</div></div>
+  <div class="tile"><div class="value" id="publishes-rate">-</div><div class="label">HTTP publishes/s</div></div>
   <div class="tile"><div class="value" id="redis-health">-</div><div class="label">engine</div></div>
   <div class="tile"><div class="value" id="node-connections">-</div><div class="label">this node</div></div>
 </div>
 <div class="grid">
   <div class="panel"><h2>Deliveries/s (cluster)</h2><canvas id="chart-deliveries" width="600" height="140"></canvas></div>
-  <div class="panel"><h2>Publishes/s (cluster)</h2><canvas id="chart-publishes" width="600" height="140"></canvas></div>
+  <div class="panel"><h2>Events in/s (fan-out input, summed over nodes)</h2><canvas id="chart-received" width="600" height="140"></canvas></div>
 </div>
 <div class="grid">
   <div class="panel"><h2>Nodes</h2>
@@ -60,8 +61,8 @@ export const DASHBOARD_PAGE = `<!doctype html>
 </div>
 <script>
 const $ = (id) => document.getElementById(id);
-const HISTORY = 120;
-const series = { deliveries: [], publishes: [] };
+const HISTORY = 60;
+const series = { deliveries: [], received: [] };
 let previous = new Map();
 
 function text(id, value) { $(id).textContent = String(value); }
@@ -75,23 +76,24 @@ function rows(id, list, empty) {
 function uptime(s) { return s < 120 ? s + ' s' : s < 7200 ? Math.round(s / 60) + ' min' : Math.round(s / 3600) + ' h'; }
 
 /** Rates from two reports of the same node (counters are monotonic per node; a restarted node starts over). */
+const COUNTERS = ['eventsDelivered', 'eventsReceived', 'eventsPublished'];
 function rates(nodes) {
-  let deliveries = 0, publishes = 0;
+  const sum = [0, 0, 0];
   const next = new Map();
   for (const node of nodes) {
     const at = Date.parse(node.reportedAt);
     const before = previous.get(node.id);
-    let rate = [0, 0];
+    const counts = COUNTERS.map((name) => node[name]);
+    let rate = [0, 0, 0];
     if (before && at === before.at) rate = before.rate; // no new report yet: keep its last rate
-    else if (before && at > before.at && node.eventsDelivered >= before.delivered) {
-      const seconds = (at - before.at) / 1000;
-      rate = [(node.eventsDelivered - before.delivered) / seconds, (node.eventsPublished - before.published) / seconds];
+    else if (before && at > before.at && counts.every((count, i) => count >= before.counts[i])) {
+      rate = counts.map((count, i) => (count - before.counts[i]) / ((at - before.at) / 1000));
     }
-    next.set(node.id, { at, delivered: node.eventsDelivered, published: node.eventsPublished, rate });
-    deliveries += rate[0]; publishes += rate[1];
+    next.set(node.id, { at, counts, rate });
+    rate.forEach((value, i) => { sum[i] += value; });
   }
   previous = next;
-  return { deliveries, publishes };
+  return { deliveries: sum[0], received: sum[1], publishes: sum[2] };
 }
 
 function draw(id, values) {
@@ -119,10 +121,11 @@ function render(frame) {
   $('redis-health').className = 'value ' + (ready ? 'ok' : 'bad');
   const rate = rates(cluster.nodes);
   text('deliveries-rate', Math.round(rate.deliveries).toLocaleString());
+  text('received-rate', Math.round(rate.received).toLocaleString());
   text('publishes-rate', Math.round(rate.publishes).toLocaleString());
-  series.deliveries.push(rate.deliveries); series.publishes.push(rate.publishes);
+  series.deliveries.push(rate.deliveries); series.received.push(rate.received);
   for (const list of Object.values(series)) while (list.length > HISTORY) list.shift();
-  draw('chart-deliveries', series.deliveries); draw('chart-publishes', series.publishes);
+  draw('chart-deliveries', series.deliveries); draw('chart-received', series.received);
   rows('nodes', cluster.nodes.map((n) => {
     const state = cell(n.draining ? 'draining' : n.engineReady ? 'ready' : 'engine down');
     state.className = n.draining ? 'warn' : n.engineReady ? 'ok' : 'bad';

@@ -62,6 +62,7 @@ export class NodeReporter {
       connections: hub.connectionCount,
       topics: counts.size,
       eventsDelivered: hub.eventsDelivered,
+      eventsReceived: hub.eventsReceived,
       eventsPublished: published,
       topTopics: busiest(counts, TOP_TOPICS),
     };

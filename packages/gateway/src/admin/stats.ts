@@ -28,6 +28,7 @@ export interface NodeView {
   readonly connections: number;
   readonly topics: number;
   readonly eventsDelivered: number;
+  readonly eventsReceived: number;
   readonly eventsPublished: number;
   /** When the node last reported (ISO time) and how old that report is. */
   readonly reportedAt: string;
@@ -84,6 +85,7 @@ function nodeView(info: NodeInfo, now: number): NodeView {
     connections: info.connections,
     topics: info.topics,
     eventsDelivered: info.eventsDelivered,
+    eventsReceived: info.eventsReceived,
     eventsPublished: info.eventsPublished,
     reportedAt: new Date(info.reportedAt).toISOString(),
     reportAgeMs: Math.max(0, now - info.reportedAt),

@@ -23,6 +23,9 @@ export interface NodeInfo {
   readonly topics: number;
   /** Monotonic counts since the node started (rates are computed by readers from two reports). */
   readonly eventsDelivered: number;
+  /** Publications received from the engine for topics with consumers here (the fan-out input). */
+  readonly eventsReceived: number;
+  /** Events stored through this node's HTTP API (publishes straight to Redis are not seen here). */
   readonly eventsPublished: number;
   /** The node's busiest topics, most consumers first (at most TOP_TOPICS). */
   readonly topTopics: ReadonlyArray<readonly [topic: string, consumers: number]>;

@@ -122,6 +122,7 @@ export class Hub {
   #lastHeartbeatAt = Date.now();
   #draining = false;
   #retryMs: number;
+  #received = 0;
   /** `topic id` -> encoded event, oldest first (Map order), capped at RECENT_DELIVERIES. */
   readonly #recent = new Map<string, Delivery>();
   readonly #reads = new Map<string, SharedRead>();
@@ -176,6 +177,11 @@ export class Hub {
     return this.#connections.size;
   }
 
+  /** Publications the engine handed to this node for topics it has consumers of, since start. */
+  get eventsReceived(): number {
+    return this.#received;
+  }
+
   /** Event frames written to clients since start (live and replayed). */
   get eventsDelivered(): number {
     return this.#deliveries.events;
@@ -194,6 +200,7 @@ export class Hub {
   onPublication(publication: Publication): void {
     const entry = this.#topics.get(publication.topic);
     if (!entry || entry.connections.size === 0) return;
+    this.#received++;
     const delivery = encodeDelivery(publication);
     this.#remember(delivery);
     this.#extendTail(entry, delivery);
