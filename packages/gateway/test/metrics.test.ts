@@ -9,6 +9,7 @@ async function exported() {
     connections: () => 2,
     topics: () => 1,
     eventsDelivered: () => 7,
+    eventsReceived: () => 5,
     engineReady: () => true,
     engineStats: () => ({ refills, roundTrips: 10 }),
   });
@@ -30,6 +31,19 @@ describe('metrics', () => {
     const body = await text();
     expect(body).toContain('# TYPE sse_gateway_events_delivered_total counter');
     expect(body).toContain('sse_gateway_events_delivered_total 7');
+    expect(body).toContain('# TYPE sse_gateway_events_received_total counter');
+    expect(body).toContain('sse_gateway_events_received_total 5');
+  });
+
+  it('exports stream lifetimes by reason and replay lengths by source as histograms', async () => {
+    const metrics = createMetrics();
+    metrics.connectionSeconds.observe({ reason: 'client-closed' }, 42);
+    metrics.replayLength.observe({ source: 'tail' }, 100);
+    const body = await metrics.registry.metrics();
+    expect(body).toContain('# TYPE sse_gateway_connection_duration_seconds histogram');
+    expect(body).toContain('sse_gateway_connection_duration_seconds_bucket{le="60",reason="client-closed"} 1');
+    expect(body).toContain('# TYPE sse_gateway_replay_events histogram');
+    expect(body).toContain('sse_gateway_replay_events_bucket{le="100",source="tail"} 1');
   });
 
   it('exports the engine counters as a counter, current at each scrape', async () => {

@@ -6,12 +6,14 @@
  */
 import { formatPosition, type Position, topicKeys } from '@sse-gateway/publisher-sdk/protocol';
 import { parseRedisUrl } from '@sse-gateway/publisher-sdk/redis-target';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PublishNotAppliedError, type Retention } from '../src/engine/engine.js';
+import { RedisNodeDirectory } from '../src/engine/redis/node-directory.js';
 import { RedisEngine } from '../src/engine/redis/redis-engine.js';
 import { Recorder, runEngineContract } from './engine-contract.js';
+import { runNodeDirectoryContract } from './node-directory-contract.js';
 import { uniquePrefix } from './support/redis-server.js';
 import { type RedisClusterFixture, slotOf, startRedisCluster } from './support/redis-topology.js';
 import { waitFor } from './support/wait.js';
@@ -35,6 +37,26 @@ function newEngine(retention: Retention, prefix = uniquePrefix('cluster')): Redi
 runEngineContract('redis cluster', async (retention) => {
   const engine = newEngine(retention);
   return { engine, cleanup: () => engine.close() };
+});
+
+// The per-node keys share a hash tag (one slot, one MULTI); the node list lives on another primary.
+runNodeDirectoryContract('redis cluster', async () => {
+  const target = parseRedisUrl(cluster.url);
+  if (target.kind !== 'cluster') throw new Error('not a cluster URL');
+  const client = new Cluster(
+    target.nodes.map(({ host, port }) => ({ host, port })),
+    { redisOptions: { protocol: 2 } },
+  );
+  const prefix = uniquePrefix('directory');
+  return {
+    directoryOfNode: () => new RedisNodeDirectory(client, prefix),
+    loseCounts: async (nodeId) => {
+      await client.del(`${prefix}gw:node:{${nodeId}}:consumers`);
+    },
+    cleanup: async () => {
+      await client.quit().catch(() => client.disconnect());
+    },
+  };
 });
 
 interface Gap {

@@ -7,9 +7,11 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Publication, Retention } from '../src/engine/engine.js';
+import { RedisNodeDirectory } from '../src/engine/redis/node-directory.js';
 import { RedisEngine } from '../src/engine/redis/redis-engine.js';
 import { runClaimStoreContract } from './claim-store-contract.js';
 import { EMPTY, events, eventually, expectStrictlyIncreasing, Recorder, runEngineContract } from './engine-contract.js';
+import { runNodeDirectoryContract } from './node-directory-contract.js';
 import { startRedis, type TestRedis, uniquePrefix } from './support/redis-server.js';
 
 let redis: TestRedis;
@@ -375,4 +377,15 @@ describe('redis engine', () => {
     // One read for the subscription's head, one pipelined publish.
     expect(engine.stats).toEqual({ refills: 0, resets: 0, redisErrors: 0, roundTrips: 2, gapsDetected: 0 });
   });
+});
+
+runNodeDirectoryContract('redis', async () => {
+  const prefix = uniquePrefix('directory');
+  return {
+    directoryOfNode: () => new RedisNodeDirectory(admin, prefix),
+    loseCounts: async (nodeId) => {
+      await admin.del(`${prefix}gw:node:{${nodeId}}:consumers`);
+    },
+    cleanup: () => deletePrefix(prefix),
+  };
 });
