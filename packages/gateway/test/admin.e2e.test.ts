@@ -20,6 +20,7 @@ import {
   stats,
   type TestGateway,
 } from './support/gateway.js';
+import { closeAllReplies, send } from './support/http-request.js';
 import { waitFor } from './support/wait.js';
 
 const SECRET = 'admin-e2e-secret-0123456789-abcdefghijklmn';
@@ -36,6 +37,7 @@ async function gatewayWith(overrides: Partial<Config> = {}): Promise<TestGateway
 afterEach(() => {
   closeAllCollectors();
   closeAllRawStreams();
+  closeAllReplies();
 });
 afterAll(async () => {
   await Promise.all(started.map((gateway) => gateway.close()));
@@ -120,6 +122,17 @@ describe('the admin listener', () => {
     });
     const invalid = await getJson(`${gateway.adminUrl}/stats?topic=${encodeURIComponent('bad topic')}`);
     expect(invalid.status).toBe(400);
+  });
+
+  it('on loopback, refuses requests naming another host (DNS rebinding), with a JSON 403', async () => {
+    const gateway = await gatewayWith();
+    const { port } = new URL(gateway.adminUrl);
+    const reply = await send('GET', `http://127.0.0.1:${port}/stats`, { headers: { host: 'evil.example:8081' } });
+    expect(reply.status).toBe(403);
+    expect(JSON.parse(reply.text)).toMatchObject({ error: { code: 'host_not_allowed' } });
+    for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, 'localhost']) {
+      expect((await send('GET', `http://127.0.0.1:${port}/stats`, { headers: { host } })).status, host).toBe(200);
+    }
   });
 
   it('ADMIN_PORT=public serves the admin routes on the public port; off serves them nowhere', async () => {

@@ -192,11 +192,36 @@ export function createAdminApp(deps: AdminDeps): Hono {
 /** The admin app alone on its listener: also answers /, /healthz and unknown paths. */
 export function createAdminListenerApp(deps: AdminDeps): Hono {
   const app = new Hono();
+  if (isLoopback(deps.config.adminHost)) {
+    // A listener on loopback serves this machine only. A web page the operator opens could still reach it
+    // by rebinding its own host name to 127.0.0.1 (DNS rebinding) and read /stats as same-origin: only
+    // requests naming a loopback host are served.
+    app.use('*', async (c, next) => {
+      const host = (c.req.header('host') ?? '').toLowerCase();
+      if (!LOOPBACK_HOST.test(host)) {
+        return c.json(
+          errorBody(
+            'host_not_allowed',
+            'the admin listener on loopback only serves requests for localhost or 127.0.0.1',
+          ),
+          403,
+        );
+      }
+      await next();
+    });
+  }
   app.get('/', (c) => c.redirect('/dashboard'));
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.route('/', createAdminApp(deps));
   app.notFound((c) => c.json(errorBody('not_found', `no admin route for ${c.req.method} ${c.req.path}`), 404));
   return app;
+}
+
+/** `localhost`, `127.x.y.z` or `[::1]`, with or without a port. */
+const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d+)?$/;
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
 function topicsOf(c: Context): string[] {
