@@ -6,6 +6,7 @@
  * headers, CORS, /stats and gzip.
  */
 import { get as httpGet, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import { createGunzip } from 'node:zlib';
 import { parsePosition } from '@sse-gateway/publisher-sdk/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -497,6 +498,30 @@ describe('response headers and CORS', () => {
     const stream = await rawStream(eventsUrl(anyOrigin.url, 'headers/any'), { origin: 'https://anywhere.example' });
     expect(stream.headers.get('access-control-allow-origin')).toBe('*');
     expect(stream.headers.get('access-control-allow-credentials')).toBeNull();
+  });
+});
+
+describe('HTTP/1.1 framing', () => {
+  it('a stream is delimited by its connection: Connection: close, no chunked framing in the body', async () => {
+    const { port } = new URL(main.url);
+    const socket = connect({ host: '127.0.0.1', port: Number(port) });
+    let bytes = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      bytes += chunk;
+    });
+    socket.write('GET /events?topic=framing/a HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n');
+    await waitFor(() => bytes.includes('retry:'), { what: 'the stream head and retry hint' });
+    await publishAll(main.url, 'framing/a', ['one', 'two', 'three']);
+    await waitFor(() => bytes.includes('data: three\n\n'), { what: 'three events' });
+    socket.destroy();
+    const [head, body] = bytes.split('\r\n\r\n') as [string, string];
+    expect(head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(head).toMatch(/\r\nConnection: close(\r\n|$)/i);
+    expect(head).not.toMatch(/transfer-encoding/i);
+    // Nothing but SSE lines: no chunk-size line, no CRLF.
+    expect(body).not.toContain('\r');
+    expect(body).toMatch(/^retry: \d+\n\nid: \S+\ndata: one\n\nid: \S+\ndata: two\n\nid: \S+\ndata: three\n\n$/);
   });
 });
 
