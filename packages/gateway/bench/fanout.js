@@ -381,7 +381,7 @@ async function rollingPhase() {
   console.log(
     `\nRolling restart: 3 gateways behind HAProxy (local processes, unpinned), ${r.conns} clients over 3 topics, ` +
       `${r.rate} events/s; each node SIGTERM (DRAIN_MS ${args['rolling-drain-ms']}), started again, healthy, then the next; ` +
-      'clients reconnect after the retry hint (RETRY_MS 1000, jitter 1) with Last-Event-ID',
+      'clients reconnect after the retry hint (RETRY_MS 1000, jitter 0.5, the default) with Last-Event-ID',
   );
   console.log(
     '| clients | events | lost | dups | not caught up | reconnects | back p50 ms | back p99 ms | refused | busiest second of connects (limit per node) | restarts (drained ms / healthy again ms) |',

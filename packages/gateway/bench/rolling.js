@@ -26,7 +26,7 @@ export async function runRolling({ conns, rate, drainMs, retryMs }) {
       LOG_LEVEL: 'warn',
       DRAIN_MS: String(drainMs),
       RETRY_MS: String(retryMs),
-      RETRY_JITTER: '1',
+      RETRY_JITTER: '0.5', // the gateway's default
       REDIS_PREFIX: prefix,
       HISTORY_MAX_LENGTH: '10000',
       MAX_CONNECTIONS: '50000',
