@@ -56,7 +56,32 @@ http {
     : spawn(NGINX, argv, { stdio: 'ignore' });
   adopt(child);
   await waitForPort(port, 'nginx', () => '', child);
+  await waitForRedisStorage(port);
   return { server: child, port };
+}
+
+/**
+ * Nchan answers subscribers 503 until its worker's Redis connection is up (seen: a ramp phase started
+ * right after nginx listened got 503 on its first stream): wait until a subscriber gets 200.
+ */
+async function waitForRedisStorage(port, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  let status;
+  while (Date.now() < deadline) {
+    status = await new Promise((resolve) => {
+      const request = http.get(
+        { host: '127.0.0.1', port, path: '/events?topic=bench-probe', headers: { accept: 'text/event-stream' } },
+        (response) => {
+          resolve(response.statusCode);
+          request.destroy();
+        },
+      );
+      request.on('error', () => resolve(undefined));
+    });
+    if (status === 200) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`Nchan still answers subscribers ${status} after ${timeoutMs} ms (is its Redis reachable?)`);
 }
 
 /**
