@@ -15,6 +15,7 @@ import {
   closeAllCollectors,
   collect,
   eventsUrl,
+  metric,
   startTestGateway,
   type TestGateway,
 } from './support/gateway.js';
@@ -107,9 +108,18 @@ describe('MAX_CONNECTIONS', () => {
     const b = await subscribe(gateway.url, 'full/b');
     await expectStream(a);
     await expectStream(b);
-    const refused = await subscribe(gateway.url, 'full/c');
+    // A client that is not an EventSource gets the JSON error.
+    const refused = await send('GET', eventsUrl(gateway.url, 'full/c'));
     expectError(refused, 503, 'node_full');
     expect(refused.headers['retry-after']).toBe('2');
+    // An EventSource would give up for good on a 503: it gets an empty stream with a retry hint instead.
+    const paced = await subscribe(gateway.url, 'full/c');
+    expect(paced.status).toBe(200);
+    await waitFor(() => paced.ended, { what: 'the retry-only answer to end' });
+    const hint = Number(/^retry: (\d+)\n\n$/.exec(paced.text)?.[1]);
+    expect(hint).toBeGreaterThanOrEqual(1000);
+    expect(hint).toBeLessThanOrEqual(2 * Math.max(1000, gateway.gateway.config.retryMs));
+    expect(await metric(gateway.adminUrl, 'sse_gateway_rejected_requests_total', { code: 'node_full' })).toBe(2);
     await normal.check();
     // Publishing and probes are not streams and are not limited.
     expect((await send('GET', `${gateway.url}/readyz`)).status).toBe(200);
@@ -186,11 +196,49 @@ describe('MAX_CONNECTIONS_PER_CLIENT', () => {
 });
 
 describe('MAX_NEW_CONNECTIONS_PER_SECOND', () => {
-  it('a burst of new streams gets 503 rate_limited with Retry-After; a client honouring it gets in', async () => {
+  it('a burst of EventSources is paced: the refused get retry hints spread at the admission rate, and all get in', async () => {
+    const gateway = await gatewayWith({ maxNewConnectionsPerSecond: 4 });
+    const normal = await witness(gateway, 'paced/witness');
+    // 12 at once against a bucket of 4 refilling at 4/s.
+    const sources = Array.from({ length: 12 }, (_, i) => collect(eventsUrl(gateway.url, `paced/${i}`)));
+    await waitFor(() => sources.every((source) => source.opens >= 1 && source.source.readyState === 1), {
+      timeoutMs: 30_000,
+      what: 'every EventSource of the burst admitted in the end',
+    });
+    // None gave up: the refused ones reconnected at their hint, none saw an error status.
+    expect(sources.filter((source) => source.errorCodes.some((code) => code !== undefined))).toEqual([]);
+    const refusals = await metric(gateway.adminUrl, 'sse_gateway_rejected_requests_total', { code: 'rate_limited' });
+    expect(refusals).toBeGreaterThan(0);
+    await normal.check();
+
+    // The hints themselves: one return per token, 1/rate apart, the first at least a second away.
+    const hints: number[] = [];
+    const askedAt: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const before = await metric(gateway.adminUrl, 'sse_gateway_rejected_requests_total', { code: 'rate_limited' });
+      const reply = await subscribe(gateway.url, `paced/hint-${i}`);
+      await waitFor(() => reply.text.includes('retry:'), { what: 'an answer' });
+      // Counted before it is answered: a refusal, not an admitted stream.
+      if ((await metric(gateway.adminUrl, 'sse_gateway_rejected_requests_total', { code: 'rate_limited' })) > before) {
+        hints.push(Number(/^retry: (\d+)/.exec(reply.text)?.[1]));
+        askedAt.push(performance.now());
+      }
+    }
+    expect(hints.length).toBeGreaterThan(2);
+    for (const hint of hints) expect(hint).toBeGreaterThanOrEqual(1000);
+    // Return times (ask time + hint) are 1/rate = 250 ms apart, plus up to one spacing of jitter each.
+    const returns = hints.map((hint, i) => (askedAt[i] as number) + hint);
+    const spread = (returns.at(-1) as number) - (returns[0] as number);
+    expect(spread).toBeGreaterThanOrEqual((hints.length - 1) * 250 - 250 - 50);
+  });
+
+  it('a burst of other clients gets 503 rate_limited with Retry-After; a client honouring it gets in', async () => {
     const gateway = await gatewayWith({ maxNewConnectionsPerSecond: 2 });
     const normal = await witness(gateway, 'rate/witness');
     // 16 at once against a bucket of 2 refilling at 2/s: unless the burst is spread over ~7 s, some are refused.
-    const burst = await Promise.all(Array.from({ length: 16 }, (_, i) => subscribe(gateway.url, `rate/${i}`)));
+    const burst = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => send('GET', eventsUrl(gateway.url, `rate/${i}`))),
+    );
     const refused = burst.filter((reply) => reply.status !== 200);
     const admitted = burst.filter((reply) => reply.status === 200);
     expect(refused.length).toBeGreaterThan(0);
@@ -201,7 +249,7 @@ describe('MAX_NEW_CONNECTIONS_PER_SECOND', () => {
     for (const reply of admitted) await expectStream(reply);
     await normal.check();
     await expectStream(
-      await eventuallyAdmitted(() => subscribe(gateway.url, 'rate/late'), 'a stream after the refill'),
+      await eventuallyAdmitted(() => send('GET', eventsUrl(gateway.url, 'rate/late')), 'a stream after the refill'),
     );
     await normal.check();
   });

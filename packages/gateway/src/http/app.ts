@@ -102,6 +102,7 @@ export function createApp(deps: AppDeps): GatewayApp {
     limits,
     logger: deps.logger,
     random: deps.random ?? Math.random,
+    onPacedRefusal: (code) => metrics.rejectedRequests.inc({ code }),
   });
   app.get('/events', events.route);
   app.post(

@@ -1,7 +1,9 @@
 /**
  * Admission control for new streams: connections per node, per client (token subject, else IP address),
- * and a token bucket of new connections per second, so a reconnect storm is smoothed with 503 +
- * Retry-After instead of melting the node.
+ * and a token bucket of new connections per second, so a reconnect storm is smoothed instead of melting
+ * the node. A refused `EventSource` gets no error status (it would give up for good) but a paced `retry:`
+ * hint (`retryHintMs`): the clients refused in a burst are given return times spread at the bucket's own
+ * rate, so they come back as fast as they can be admitted, not all at once again.
  */
 import { GatewayError } from './errors.js';
 
@@ -17,6 +19,8 @@ export class ConnectionLimits {
   #total = 0;
   #tokens: number;
   #refilledAt = performance.now();
+  /** When the next paced return is due (performance.now() ms): returns are handed out 1/rate apart. */
+  #nextReturnAt = 0;
 
   constructor(options: ConnectionLimitsOptions) {
     this.#options = options;
@@ -51,6 +55,22 @@ export class ConnectionLimits {
       if (left <= 0) this.#perClient.delete(client);
       else this.#perClient.set(client, left);
     };
+  }
+
+  /**
+   * The reconnect delay for an `EventSource` refused with `code` (rate_limited or node_full). Rate limited:
+   * the next free slot of a schedule that hands out one return per token the bucket refills, at least
+   * `minMs` away. A full node: `minMs` plus up to as much again at random (capacity frees up as streams end,
+   * at no rate the node can plan).
+   */
+  retryHintMs(code: string, minMs: number, random: () => number): number {
+    if (code !== 'rate_limited') return Math.round(minMs * (1 + random()));
+    const now = performance.now();
+    const spacing = 1000 / this.#options.maxNewConnectionsPerSecond;
+    this.#nextReturnAt = Math.max(this.#nextReturnAt, now + minMs);
+    const at = this.#nextReturnAt + spacing * random();
+    this.#nextReturnAt += spacing;
+    return Math.round(at - now);
   }
 
   #takeToken(): boolean {

@@ -32,6 +32,18 @@ export interface EventsRouteDeps {
   readonly logger: Logger;
   /** Random source for retry and max-age jitter (injectable for tests). */
   readonly random: () => number;
+  /** Told of each refusal answered with a paced retry hint (for the metrics). */
+  readonly onPacedRefusal?: (code: string) => void;
+}
+
+/** Limits whose refusal an EventSource gets as a paced retry hint instead of an error status. */
+const PACED_REFUSALS = new Set(['rate_limited', 'node_full']);
+/** A refused EventSource waits at least this long (or the retry hint, if longer) before it comes back. */
+const PACED_MIN_RETRY_MS = 1000;
+
+/** EventSource always sends `Accept: text/event-stream`; a client that does not gets JSON errors. */
+function acceptsEventStream(c: RequestView): boolean {
+  return /\btext\/event-stream\b/.test(c.header('accept') ?? '');
 }
 
 /** Share of MAX_CONNECTION_AGE_MS taken off at random, so connections opened together do not all close together. */
@@ -69,7 +81,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
     if (unavailable) {
       // EventSource gives up for good on any error status: it gets an empty stream with a retry hint and
       // comes back (through the balancer, to another node) by itself. Other clients get the 503.
-      if (!/\btext\/event-stream\b/.test(c.header('accept') ?? '')) throw unavailable;
+      if (!acceptsEventStream(c)) throw unavailable;
       createSink(outgoing, { gzip: false }).answerRetryOnly(
         streamHeaders(cors.responseHeaders(c.header('origin'))),
         retryHintMs(),
@@ -82,7 +94,19 @@ export function createEventsRoute(deps: EventsRouteDeps) {
 
     if (incoming.destroyed) return;
     const address = clientAddress(incoming, config.trustProxy);
-    const release = limits.admit(principal?.sub ? `sub:${principal.sub}` : `ip:${address}`);
+    let release: () => void;
+    try {
+      release = limits.admit(principal?.sub ? `sub:${principal.sub}` : `ip:${address}`);
+    } catch (error) {
+      if (!(error instanceof GatewayError) || !PACED_REFUSALS.has(error.code) || !acceptsEventStream(c)) throw error;
+      // An EventSource gives up for good on an error status: it gets an empty stream and a paced retry hint.
+      deps.onPacedRefusal?.(error.code);
+      createSink(outgoing, { gzip: false }).answerRetryOnly(
+        streamHeaders(cors.responseHeaders(c.header('origin'))),
+        limits.retryHintMs(error.code, Math.max(hub.retryMs, PACED_MIN_RETRY_MS), deps.random),
+      );
+      return;
+    }
     try {
       await commit(); // spends a ticket only now that the stream is admitted
     } catch (error) {
