@@ -100,15 +100,29 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
       redisUrl = redis.url;
     }
 
-    for (let i = 0; i < count; i++) {
-      const port = options.gatewayBasePort ? options.gatewayBasePort + i : await freePort();
-      // Admin ports follow the gateways' when those are fixed (pnpm cluster prints them for scraping).
-      const adminPort = options.adminBasePort ? options.adminBasePort + i : await freePort();
+    const startNode = async (i: number): Promise<ManagedNode> => {
       const env = { ...options.env, REDIS_URL: redisUrl, NODE_ID: `gateway${i + 1}` };
-      const node = new ManagedNode(`gateway${i + 1}`, port, adminPort, env, output);
-      nodes.push(node);
-    }
-    await Promise.all(nodes.map((node) => node.start()));
+      const fixed = Boolean(options.gatewayBasePort && options.adminBasePort);
+      // A probed port is only free right now: another process may bind it before the gateway does. With
+      // ports of our own choosing, try others; fixed ports are the caller's to sort out.
+      for (let attempt = 1; ; attempt++) {
+        const port = options.gatewayBasePort ? options.gatewayBasePort + i : await freePort();
+        // Admin ports follow the gateways' when those are fixed (pnpm cluster prints them for scraping).
+        const adminPort = options.adminBasePort ? options.adminBasePort + i : await freePort();
+        const node = new ManagedNode(`gateway${i + 1}`, port, adminPort, env, output);
+        nodes.push(node);
+        try {
+          await node.start();
+          return node;
+        } catch (error) {
+          nodes.splice(nodes.indexOf(node), 1);
+          await node.kill('SIGKILL');
+          if (fixed || attempt >= 3 || !/EADDRINUSE/.test((error as Error).message)) throw error;
+        }
+      }
+    };
+    const started = await Promise.all(Array.from({ length: count }, (_, i) => startNode(i)));
+    nodes.splice(0, nodes.length, ...started);
 
     const lbPort = options.port || (await freePort());
     const tlsPort = options.tlsPort || (await freePort());
