@@ -20,7 +20,7 @@ import { topicKeys } from '@sse-gateway/publisher-sdk/protocol';
 import { Cluster, Redis } from 'ioredis';
 import { startLocalRedis } from '../dist/cluster/local-redis.js';
 import { adopt, cpuSeconds, percentile, pinPid, run, startRedis, startServer, stop } from './harness.js';
-import { httpStreamDecoder, lineSplitter } from './http-stream.js';
+import { eventStreamLines } from './http-stream.js';
 import { connect } from './sse-client.js';
 
 /** As src/cluster/local-redis.ts starts it. */
@@ -563,11 +563,7 @@ function recoveryClient(port, topic) {
         streaming = true;
         resolve(client);
       };
-      const lines = lineSplitter(onLine);
-      socket.on(
-        'data',
-        httpStreamDecoder(onHead, (piece) => streaming && lines(piece)),
-      );
+      socket.on('data', eventStreamLines(onHead, onLine));
     };
     open();
   });

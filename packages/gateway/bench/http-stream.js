@@ -81,3 +81,19 @@ export function lineSplitter(onLine) {
     for (const line of text.slice(0, lastLf).split('\n')) onLine(line.endsWith('\r') ? line.slice(0, -1) : line);
   };
 }
+
+/**
+ * Returns `push(chunk)` for a raw socket carrying one SSE response: `onHead(status)` once the head is
+ * in, then `onLine(line)` for every line of the body, only when the status was 200.
+ */
+export function eventStreamLines(onHead, onLine) {
+  let streaming = false;
+  const lines = lineSplitter(onLine);
+  return httpStreamDecoder(
+    (status, head) => {
+      streaming = status === 200;
+      onHead(status, head);
+    },
+    (piece) => streaming && lines(piece),
+  );
+}

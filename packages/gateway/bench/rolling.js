@@ -8,7 +8,7 @@ import net from 'node:net';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
 import { startLocalCluster } from '../dist/cluster/local-cluster.js';
 import { percentile } from './harness.js';
-import { httpStreamDecoder, lineSplitter } from './http-stream.js';
+import { eventStreamLines } from './http-stream.js';
 
 const TOPICS = ['rolling/a', 'rolling/b', 'rolling/c'];
 const WARM_UP_MS = 2000;
@@ -145,7 +145,6 @@ function rollingClient(port, topic) {
       client.socket = socket;
       client.connectAt.push(performance.now());
       const resume = client.ids.length > 0 ? `Last-Event-ID: ${client.ids.at(-1)}\r\n` : '';
-      let streaming = false;
       socket.once('connect', () => {
         socket.write(
           `GET /events?topic=${encodeURIComponent(topic)} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
@@ -175,17 +174,12 @@ function rollingClient(port, topic) {
           socket.destroy();
           return;
         }
-        streaming = true;
         if (!opened) {
           opened = true;
           resolve(client);
         }
       };
-      const lines = lineSplitter(onLine);
-      socket.on(
-        'data',
-        httpStreamDecoder(onHead, (piece) => streaming && lines(piece)),
-      );
+      socket.on('data', eventStreamLines(onHead, onLine));
     };
     open();
   });

@@ -145,7 +145,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
     if (hub.draining) throw new GatewayError(409, 'already_draining', 'this node is draining already');
     log.info({ by, action: 'drain', drainMs }, 'admin action');
     deps.drain(drainMs as number);
-    return c.json({ status: 'draining', scope: 'node', node: (await deps.reporter.info()).id, drainMs }, 202);
+    return c.json({ status: 'draining', scope: 'node', node: config.nodeId, drainMs }, 202);
   });
 
   app.post('/admin/publish', async (c) => {

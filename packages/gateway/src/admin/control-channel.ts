@@ -47,13 +47,10 @@ export class ControlChannel {
   /**
    * Follows the control topic, in the background: the node serves streams whether or not its engine can
    * subscribe yet (Redis down at boot), and a failed subscription is tried again until it holds.
-   * `following` resolves once actions sent from then on reach this node.
    */
   start(): void {
-    this.following = this.#follow();
+    void this.#follow();
   }
-
-  following: Promise<void> = Promise.resolve();
 
   /** No more attempts to follow (the node is stopping). */
   stop(): void {

@@ -62,6 +62,13 @@ export function createEventsRoute(deps: EventsRouteDeps) {
   /** RETRY_MS plus this connection's random share of RETRY_JITTER. */
   const retryHintMs = () => hub.retryMs * (1 + config.retryJitter * deps.random());
 
+  /** An empty event stream holding only a `retry:` hint: what an EventSource gets instead of a 503. */
+  const answerRetryOnly = (c: RequestView, outgoing: ServerResponse | Http2ServerResponse, hintMs: number) =>
+    createSink(outgoing, { gzip: false }).answerRetryOnly(
+      streamHeaders(cors.responseHeaders(c.header('origin'))),
+      hintMs,
+    );
+
   /**
    * Serves one GET /events: validates it, and either hands the stream to the hub or throws a
    * GatewayError (rendered by the caller). Always answers on `outgoing` itself.
@@ -82,10 +89,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       // EventSource gives up for good on any error status: it gets an empty stream with a retry hint and
       // comes back (through the balancer, to another node) by itself. Other clients get the 503.
       if (!acceptsEventStream(c)) throw unavailable;
-      createSink(outgoing, { gzip: false }).answerRetryOnly(
-        streamHeaders(cors.responseHeaders(c.header('origin'))),
-        retryHintMs(),
-      );
+      answerRetryOnly(c, outgoing, retryHintMs());
       return;
     }
     const topics = parseTopics(c.queries('topic'), config.maxTopicsPerConnection);
@@ -101,8 +105,9 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       if (!(error instanceof GatewayError) || !PACED_REFUSALS.has(error.code) || !acceptsEventStream(c)) throw error;
       // An EventSource gives up for good on an error status: it gets an empty stream and a paced retry hint.
       deps.onPacedRefusal?.(error.code);
-      createSink(outgoing, { gzip: false }).answerRetryOnly(
-        streamHeaders(cors.responseHeaders(c.header('origin'))),
+      answerRetryOnly(
+        c,
+        outgoing,
         limits.retryHintMs(error.code, Math.max(hub.retryMs, PACED_MIN_RETRY_MS), deps.random),
       );
       return;
