@@ -15,10 +15,11 @@ import {
   type Http2Server,
   type Http2Session,
 } from 'node:http2';
-import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import { routeByPreface } from './connection-router.js';
 import { loadTlsFiles, type TlsFiles } from './tls-files.js';
 
 type RequestListener = Parameters<typeof createHttp1Server>[1] & Parameters<typeof createSecureServer>[1];
@@ -44,8 +45,6 @@ const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
  * in a reconnect storm, and every dropped SYN costs the client a 1-3 s retransmit.
  */
 const LISTEN_BACKLOG = 4096;
-/** The HTTP/2 connection preface starts with these bytes; no HTTP/1.1 method does. */
-const H2_PREFACE_START = 'PRI ';
 
 export async function startNodeServer(listener: RequestListener, config: Config, logger: Logger): Promise<NodeServer> {
   const sessions = new Set<Http2Session>();
@@ -172,31 +171,4 @@ function answerParserErrorsWithJson(server: Http1Server | Http2SecureServer): vo
         `Connection: close\r\n\r\n${body}`,
     );
   });
-}
-
-/**
- * Hands a cleartext connection to the HTTP/2 server if it opens with the h2 preface, else to HTTP/1.1.
- * The bytes read to decide are put back first: the h2 session picks them up on its next tick (so the socket
- * must not be resumed here), the h1 parser from the resumed stream.
- */
-function routeByPreface(socket: Socket, http1: Http1Server, http2: Http2Server): void {
-  let seen: Buffer = Buffer.alloc(0);
-  const onData = (chunk: Buffer) => {
-    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
-    const head = seen.subarray(0, H2_PREFACE_START.length).toString('latin1');
-    if (seen.length < H2_PREFACE_START.length && H2_PREFACE_START.startsWith(head)) return; // undecided yet
-    socket.off('data', onData);
-    socket.off('error', onError);
-    socket.pause();
-    socket.unshift(seen);
-    if (head === H2_PREFACE_START) {
-      http2.emit('connection', socket);
-    } else {
-      http1.emit('connection', socket);
-      socket.resume();
-    }
-  };
-  const onError = () => socket.destroy();
-  socket.on('data', onData);
-  socket.on('error', onError);
 }
