@@ -135,7 +135,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   const honoListener = requestListener(app.fetch, config);
   // GET /events skips hono (routing, its Request wrapper, middleware); everything else goes through it.
   const listener: typeof honoListener = async (incoming, outgoing) => {
-    if (!fastPath(incoming, outgoing)) await honoListener(incoming, outgoing);
+    if (!fastPath.serveNode(incoming, outgoing)) await honoListener(incoming, outgoing);
   };
   const server = await startNodeServer(listener, config, logger);
   const port = server.port;

@@ -2,8 +2,6 @@
  * THE EDGE: hono routes, CORS, body limits, and every error mapped to `{ "error": { code, message } }` once;
  * GET /events also has a fast path in front of hono (events-fast-path.ts) running the same route code.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { HttpBindings } from '@hono/node-server';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -20,7 +18,7 @@ import { ConnectionLimits } from './connection-limits.js';
 import { Cors } from './cors.js';
 import { DEMO_PAGE } from './demo-page.js';
 import { errorBody, GatewayError } from './errors.js';
-import { createEventsFastPath } from './events-fast-path.js';
+import { createEventsFastPath, type EventsFastPath } from './events-fast-path.js';
 import { createEventsRoute } from './events-route.js';
 import { createPublishRoute } from './publish-route.js';
 import { requestHeader } from './request-header.js';
@@ -50,11 +48,8 @@ const DEMO_CSP =
 
 export interface GatewayApp {
   readonly app: Hono<Env>;
-  /** Serves GET /events before hono sees it (true), or leaves the request to hono (false). */
-  readonly fastPath: (
-    incoming: IncomingMessage | Http2ServerRequest,
-    outgoing: ServerResponse | Http2ServerResponse,
-  ) => boolean;
+  /** Serves GET /events before hono sees it. */
+  readonly fastPath: EventsFastPath;
 }
 
 export function createApp(deps: AppDeps): GatewayApp {

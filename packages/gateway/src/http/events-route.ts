@@ -2,8 +2,6 @@
  * GET /events: validates the request, then writes the SSE response straight to Node's ServerResponse
  * (hono's web-stream SSE helper costs a promise per write per connection) and hands it to the hub.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Http2Bindings, HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { ORIGIN } from '@sse-gateway/publisher-sdk/protocol';
@@ -13,12 +11,12 @@ import type { Config } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import { Connection } from '../hub/connection.js';
 import type { Hub } from '../hub/hub.js';
-import { createSink } from '../sink/create-sink.js';
 import { SSE_HEADERS } from '../sse/headers.js';
 import type { Access } from './auth/access.js';
 import type { ConnectionLimits } from './connection-limits.js';
 import type { Cors } from './cors.js';
 import { GatewayError } from './errors.js';
+import { type EventsExchange, nodeExchange } from './events-exchange.js';
 import { type RequestView, viewOfContext } from './request-view.js';
 import { parseLastEventId, parseTopics } from './subscribe-request.js';
 
@@ -63,21 +61,17 @@ export function createEventsRoute(deps: EventsRouteDeps) {
   const retryHintMs = () => hub.retryMs * (1 + config.retryJitter * deps.random());
 
   /** An empty event stream holding only a `retry:` hint: what an EventSource gets instead of a 503. */
-  const answerRetryOnly = (c: RequestView, outgoing: ServerResponse | Http2ServerResponse, hintMs: number) =>
-    createSink(outgoing, { gzip: false }).answerRetryOnly(
-      streamHeaders(cors.responseHeaders(c.header('origin'))),
-      hintMs,
-    );
+  const answerRetryOnly = (exchange: EventsExchange, hintMs: number) =>
+    exchange
+      .sink({ gzip: false })
+      .answerRetryOnly(streamHeaders(cors.responseHeaders(exchange.view.header('origin'))), hintMs);
 
   /**
    * Serves one GET /events: validates it, and either hands the stream to the hub or throws a
-   * GatewayError (rendered by the caller). Always answers on `outgoing` itself.
+   * GatewayError (rendered by the caller). Every other answer goes out on the exchange itself.
    */
-  const serve = async (
-    c: RequestView,
-    incoming: IncomingMessage | Http2ServerRequest,
-    outgoing: ServerResponse | Http2ServerResponse,
-  ): Promise<void> => {
+  const serve = async (exchange: EventsExchange): Promise<void> => {
+    const c = exchange.view;
     const unavailable = hub.draining
       ? new GatewayError(503, 'draining', 'this node is shutting down; reconnect to another', { 'Retry-After': '1' })
       : !engine.isReady()
@@ -89,15 +83,15 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       // EventSource gives up for good on any error status: it gets an empty stream with a retry hint and
       // comes back (through the balancer, to another node) by itself. Other clients get the 503.
       if (!acceptsEventStream(c)) throw unavailable;
-      answerRetryOnly(c, outgoing, retryHintMs());
+      answerRetryOnly(exchange, retryHintMs());
       return;
     }
     const topics = parseTopics(c.queries('topic'), config.maxTopicsPerConnection);
     const resume = parseLastEventId(c.header('last-event-id') ?? c.query('lastEventId'), topics);
     const { principal, commit } = await access.authorizeSubscribe(c, topics);
 
-    if (incoming.destroyed) return;
-    const address = clientAddress(incoming, config.trustProxy);
+    if (exchange.gone) return;
+    const address = clientAddress(exchange, config.trustProxy);
     let release: () => void;
     try {
       release = limits.admit(principal?.sub ? `sub:${principal.sub}` : `ip:${address}`);
@@ -105,11 +99,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       if (!(error instanceof GatewayError) || !PACED_REFUSALS.has(error.code) || !acceptsEventStream(c)) throw error;
       // An EventSource gives up for good on an error status: it gets an empty stream and a paced retry hint.
       deps.onPacedRefusal?.(error.code);
-      answerRetryOnly(
-        c,
-        outgoing,
-        limits.retryHintMs(error.code, Math.max(hub.retryMs, PACED_MIN_RETRY_MS), deps.random),
-      );
+      answerRetryOnly(exchange, limits.retryHintMs(error.code, Math.max(hub.retryMs, PACED_MIN_RETRY_MS), deps.random));
       return;
     }
     try {
@@ -119,8 +109,8 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       throw error;
     }
     const useGzip = config.gzip && /\bgzip\b/.test(c.header('accept-encoding') ?? '');
-    const sink = createSink(outgoing, { gzip: useGzip });
-    if (incoming.destroyed || sink.gone) {
+    const sink = exchange.sink({ gzip: useGzip });
+    if (exchange.gone || sink.gone) {
       // The client left while its credentials were checked: no 'close' will come for listeners added now.
       release();
       return;
@@ -144,7 +134,10 @@ export function createEventsRoute(deps: EventsRouteDeps) {
       retryHintMs: retryHintMs(),
       headers: streamHeaders(cors.responseHeaders(origin)),
     });
-    watchClientHangUp(incoming, outgoing, connection, release);
+    exchange.onEnd(() => {
+      release();
+      connection.close('client-closed');
+    });
     log.info(
       {
         conn: connection.id,
@@ -163,39 +156,18 @@ export function createEventsRoute(deps: EventsRouteDeps) {
     serve,
     /** The hono route: the same, for requests that come through the app. */
     route: async (c: Context<{ Bindings: HttpBindings | Http2Bindings }>) => {
-      await serve(viewOfContext(c), c.env.incoming, c.env.outgoing);
+      await serve(nodeExchange(viewOfContext(c), c.env.incoming, c.env.outgoing));
       return RESPONSE_ALREADY_SENT;
     },
   };
 }
 
 /** The peer address, or the address the (trusted) load balancer saw: the last X-Forwarded-For entry. */
-function clientAddress(incoming: IncomingMessage | Http2ServerRequest, trustProxy: boolean): string | undefined {
-  const forwarded = trustProxy ? incoming.headers['x-forwarded-for'] : undefined;
-  if (typeof forwarded === 'string' && forwarded.length > 0) {
+function clientAddress(exchange: EventsExchange, trustProxy: boolean): string | undefined {
+  const forwarded = trustProxy ? exchange.view.header('x-forwarded-for') : undefined;
+  if (forwarded) {
     const last = forwarded.slice(forwarded.lastIndexOf(',') + 1).trim();
     if (last) return last;
   }
-  return incoming.socket.remoteAddress;
+  return exchange.remoteAddress;
 }
-
-/**
- * The response's 'close' fires once whatever ended the exchange (it follows any socket error), so one
- * listener covers a hang-up and frees the admission slot; errors need a listener only so they are not
- * thrown. Plain `on`: `once` would wrap each listener in a bound function and a state object.
- */
-function watchClientHangUp(
-  incoming: IncomingMessage | Http2ServerRequest,
-  outgoing: ServerResponse | Http2ServerResponse,
-  connection: Connection,
-  release: () => void,
-): void {
-  outgoing.on('close', () => {
-    release();
-    connection.close('client-closed');
-  });
-  incoming.on('error', ignoreError);
-  outgoing.on('error', ignoreError);
-}
-
-function ignoreError(): void {}
