@@ -137,7 +137,10 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   const listener: typeof honoListener = async (incoming, outgoing) => {
     if (!fastPath.serveNode(incoming, outgoing)) await honoListener(incoming, outgoing);
   };
-  const server = await startNodeServer(listener, config, logger);
+  const server = await startNodeServer(listener, config, logger, {
+    // A plain GET /events on a fresh cleartext connection: served on the socket, node:http never sees it.
+    takeStream: fastPath.serveSocket,
+  });
   const port = server.port;
   const url = `${server.scheme}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   let admin: AdminServer | undefined;

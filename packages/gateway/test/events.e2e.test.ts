@@ -525,6 +525,111 @@ describe('HTTP/1.1 framing', () => {
   });
 });
 
+/**
+ * A raw HTTP/1.1 exchange: writes `parts` one after another (each its own TCP write, the next once the
+ * previous left), collects what comes back until `done(bytes)` or the server closes. Returns head and body.
+ */
+async function rawHttp(
+  base: string,
+  parts: readonly string[],
+  done: (bytes: string) => boolean = () => false,
+): Promise<{ head: string; body: string; closed: boolean; socket: import('node:net').Socket }> {
+  const socket = connect({ host: '127.0.0.1', port: Number(new URL(base).port) });
+  socket.setNoDelay(true);
+  let bytes = '';
+  let closed = false;
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => {
+    bytes += chunk;
+  });
+  socket.on('close', () => {
+    closed = true;
+  });
+  socket.on('error', () => {});
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  for (const [index, part] of parts.entries()) {
+    await new Promise<void>((resolve) => socket.write(part, () => resolve()));
+    // The server reads each part on its own: wait until it has been taken (a round trip of nothing).
+    if (index < parts.length - 1) await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await waitFor(() => closed || done(bytes), { what: 'the answer' });
+  const at = bytes.indexOf('\r\n\r\n');
+  return { head: bytes.slice(0, at), body: bytes.slice(at + 4), closed, socket };
+}
+
+/** A head without its Date line (the only field that differs between two answers a second apart). */
+const withoutDate = (head: string) => head.replace(/\r\nDate: [^\r]*/i, '');
+
+describe('the socket fast path and node:http answer alike', () => {
+  // Whole in the first bytes: served on the socket itself. Split across two writes: node:http reads it.
+  const whole = (request: string) => [request];
+  const split = (request: string) => [request.slice(0, 20), request.slice(20)];
+  const request = (target: string, fields: readonly string[] = []) =>
+    `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n${fields.map((f) => `${f}\r\n`).join('')}\r\n`;
+
+  it('the same stream head and bytes, whichever path reads the request', async () => {
+    const topic = 'paths/stream';
+    const open = (parts: string[]) => rawHttp(main.url, parts, (bytes) => bytes.includes('data: two\n\n'));
+    const streams = [
+      open(whole(request(`/events?topic=${topic}`))),
+      open(split(request(`/events?topic=${topic}`))),
+    ] as const;
+    await waitFor(async () => (await stats(main.adminUrl, [topic])).consumers[topic] === 2, {
+      what: 'both streams attached',
+    });
+    await publishAll(main.url, topic, ['one', 'two']);
+    const [fast, node] = await Promise.all(streams);
+    for (const { socket } of [fast, node]) socket.destroy();
+    expect(fast.head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(fast.head).toMatch(/\r\nDate: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT\r\n/);
+    expect(withoutDate(fast.head)).toBe(withoutDate(node.head));
+    expect(fast.body.replace(/id: \S+/g, 'id')).toBe(node.body.replace(/id: \S+/g, 'id'));
+    expect(fast.body).toMatch(/^retry: \d+\n\nid: \S+\ndata: one\n\nid: \S+\ndata: two\n\n$/);
+  });
+
+  it('the same JSON error, with CORS and security headers, and the connection ends', async () => {
+    const cors = await gatewayWith({ corsOrigins: ['https://app.example'] });
+    const bad = request('/events?topic=bad%20topic', ['Origin: https://app.example']);
+    const answered = (bytes: string) => bytes.endsWith('}}');
+    const [fast, node] = await Promise.all([
+      rawHttp(cors.url, whole(bad), answered),
+      rawHttp(cors.url, split(bad), answered),
+    ]);
+    node.socket.destroy();
+    await waitFor(() => fast.socket.destroyed, { what: 'the fast path to end the connection' });
+    expect(fast.head).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(fast.head).toMatch(/\r\naccess-control-allow-origin: https:\/\/app\.example\r\n/i);
+    expect(fast.head).toMatch(/\r\nx-content-type-options: nosniff\r\n/i);
+    expect(fast.head).toMatch(/\r\ncontent-type: application\/json\r\n/i);
+    expect(JSON.parse(fast.body)).toEqual({ error: { code: 'invalid_topic', message: expect.any(String) } });
+    expect(fast.body).toBe(node.body);
+    const fields = (head: string) =>
+      withoutDate(head)
+        .split('\r\n')
+        .filter((line) => !/^(connection|keep-alive):/i.test(line))
+        .sort();
+    expect(fields(fast.head)).toEqual(fields(node.head));
+  });
+
+  it('what the fast path leaves to node:http still streams: HTTP/1.0, an empty body, a pipelined request first', async () => {
+    const topic = 'paths/fallback';
+    const got = (bytes: string) => bytes.includes('data: hello\n\n');
+    const streams = [
+      rawHttp(main.url, [`GET /events?topic=${topic} HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n`], got),
+      rawHttp(main.url, whole(request(`/events?topic=${topic}`, ['Content-Length: 0'])), got),
+      rawHttp(main.url, [`GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n${request(`/events?topic=${topic}`)}`], got),
+    ];
+    await waitFor(async () => (await stats(main.adminUrl, [topic])).consumers[topic] === 3, {
+      what: 'three streams attached',
+    });
+    await publishAll(main.url, topic, ['hello']);
+    for (const stream of await Promise.all(streams)) {
+      stream.socket.destroy();
+      expect(stream.body).toContain('data: hello\n\n');
+    }
+  });
+});
+
 describe('/stats', () => {
   it('counts consumers per topic and connections in total, and forgets closed ones', async () => {
     const counted = await gatewayWith();

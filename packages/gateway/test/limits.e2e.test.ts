@@ -432,6 +432,26 @@ describe('HEADERS_TIMEOUT_MS and REQUEST_TIMEOUT_MS', () => {
     await normal.check();
   });
 
+  it('a client that connects and sends nothing is cut off after HEADERS_TIMEOUT_MS (408)', async () => {
+    const startedAt = performance.now();
+    const socket = connect({ host: '127.0.0.1', port: gateway.gateway.port });
+    let answer = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      answer += chunk;
+    });
+    socket.on('error', () => {});
+    await waitFor(() => socket.destroyed, { what: 'the silent connection to be closed', timeoutMs: 30_000 });
+    const elapsedMs = performance.now() - startedAt;
+    expect(elapsedMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT - 50);
+    expect(elapsedMs).toBeLessThan(HEADERS_TIMEOUT + 15_000);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({
+      error: { code: 'request_timeout', message: expect.any(String) },
+    });
+    await normal.check();
+  });
+
   it('a client sending its body byte by byte is cut off after REQUEST_TIMEOUT_MS (408)', async () => {
     const { answer, elapsedMs } = await slowClient(
       'POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n',

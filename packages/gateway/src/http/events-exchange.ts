@@ -4,7 +4,7 @@
  * (socket-exchange.ts). The events route reads the request and answers through this alone.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { type Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { createSink } from '../sink/create-sink.js';
 import type { StreamSink } from '../sink/stream-sink.js';
 import type { RequestView } from './request-view.js';
@@ -46,8 +46,10 @@ export function nodeExchange(
   return {
     view,
     remoteAddress: incoming.socket.remoteAddress,
+    // Not incoming.destroyed: a request without a body can be read to its end and destroyed while its
+    // client still waits (a pipelined request is).
     get gone() {
-      return incoming.destroyed;
+      return outgoing instanceof Http2ServerResponse ? outgoing.stream.destroyed : incoming.socket.destroyed;
     },
     sink: (options) => createSink(outgoing, options),
     // The response's 'close' fires once whatever ended the exchange (it follows any socket error), so one

@@ -6,15 +6,18 @@
  * every other request, and anything unusual about this one (another method, an absolute-form target), goes
  * on to hono.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, maxHeaderSize, type ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { GatewayMetrics } from '../metrics.js';
 import type { Cors } from './cors.js';
 import { errorBody, GatewayError } from './errors.js';
 import { type EventsExchange, nodeExchange } from './events-exchange.js';
 import type { EventsRoute } from './events-route.js';
-import { viewOfNode } from './request-view.js';
+import { parseRequestHead } from './request-head.js';
+import { viewOfHead, viewOfNode } from './request-view.js';
+import { socketExchange } from './socket-exchange.js';
 
 type Incoming = IncomingMessage | Http2ServerRequest;
 type Outgoing = ServerResponse | Http2ServerResponse;
@@ -36,6 +39,11 @@ export interface EventsFastPath {
   serveExchange(exchange: EventsExchange): void;
   /** Node's request listener side: serves GET /events and answers true, or answers false for hono to take it. */
   serveNode(incoming: Incoming, outgoing: Outgoing): boolean;
+  /**
+   * A cleartext connection's first bytes: if they are exactly one plain GET /events head (request-head.ts),
+   * serves the stream on the socket itself and answers true; false leaves the connection to node:http.
+   */
+  serveSocket(socket: Socket, firstBytes: Buffer): boolean;
 }
 
 export function createEventsFastPath(deps: {
@@ -64,6 +72,13 @@ export function createEventsFastPath(deps: {
       const query = eventsQuery(incoming.url ?? '');
       if (query === undefined) return false;
       serveExchange(nodeExchange(viewOfNode(incoming, query), incoming, outgoing));
+      return true;
+    },
+    serveSocket: (socket, firstBytes) => {
+      const head = parseRequestHead(firstBytes, maxHeaderSize);
+      const query = head && eventsQuery(head.target);
+      if (!head || query === undefined) return false;
+      serveExchange(socketExchange(socket, viewOfHead(head, query)));
       return true;
     },
   };

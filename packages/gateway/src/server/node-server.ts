@@ -4,8 +4,10 @@
  * - plain with H2C: HTTP/1.1 and cleartext HTTP/2 with prior knowledge on the same port, told apart by the
  *   connection's first bytes (for proxies that speak h2 to their backends; browsers never use h2c);
  * - TLS_CERT/TLS_KEY: HTTPS with ALPN offering h2 and http/1.1 on the same port.
- * Request handling is the same hono listener for all of them; HTTP/2 sessions are tracked so shutdown can
- * send GOAWAY once their streams have drained.
+ * Request handling is the same listener for all of them, except that a cleartext connection whose first
+ * bytes are a plain GET /events head can be taken over by the stream fast path before node:http sees it
+ * (connection-router.ts). HTTP/2 sessions are tracked so shutdown can send GOAWAY once their streams have
+ * drained.
  */
 import { createServer as createHttp1Server, type Server as Http1Server, STATUS_CODES } from 'node:http';
 import {
@@ -15,11 +17,11 @@ import {
   type Http2Server,
   type Http2Session,
 } from 'node:http2';
-import { createServer as createNetServer, type Server as NetServer } from 'node:net';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { routeByPreface } from './connection-router.js';
+import { type ConnectionRouter, createConnectionRouter } from './connection-router.js';
 import { loadTlsFiles, type TlsFiles } from './tls-files.js';
 
 type RequestListener = Parameters<typeof createHttp1Server>[1] & Parameters<typeof createSecureServer>[1];
@@ -46,7 +48,20 @@ const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
  */
 const LISTEN_BACKLOG = 4096;
 
-export async function startNodeServer(listener: RequestListener, config: Config, logger: Logger): Promise<NodeServer> {
+export interface NodeServerOptions {
+  /**
+   * Offered each cleartext connection's first bytes (see connection-router.ts); true when it took the
+   * socket. Not used with TLS, where node's HTTP servers take every connection.
+   */
+  readonly takeStream?: (socket: Socket, firstBytes: Buffer) => boolean;
+}
+
+export async function startNodeServer(
+  listener: RequestListener,
+  config: Config,
+  logger: Logger,
+  options: NodeServerOptions = {},
+): Promise<NodeServer> {
   const sessions = new Set<Http2Session>();
   const trackSessions = (server: Http2Server | Http2SecureServer) => {
     server.on('session', (session: Http2Session) => {
@@ -65,6 +80,7 @@ export async function startNodeServer(listener: RequestListener, config: Config,
   let http1: Http1Server | Http2SecureServer;
   let scheme: 'http' | 'https' = 'http';
   let protocols: string[];
+  let router: ConnectionRouter | undefined;
   if (config.tlsCert && config.tlsKey) {
     const files = loadTlsFiles(config.tlsCert, config.tlsKey);
     const secure = createSecureServer(
@@ -86,15 +102,18 @@ export async function startNodeServer(listener: RequestListener, config: Config,
       listener,
     );
     http1 = plain;
-    protocols = ['http/1.1'];
-    if (config.h2c) {
-      const cleartext = createHttp2Server({ settings: http2Settings }, listener);
-      trackSessions(cleartext);
-      acceptor = createNetServer((socket) => routeByPreface(socket, plain, cleartext));
-      protocols = ['h2c', 'http/1.1'];
-    } else {
-      acceptor = plain;
-    }
+    const cleartext = config.h2c ? createHttp2Server({ settings: http2Settings }, listener) : undefined;
+    if (cleartext) trackSessions(cleartext);
+    router = createConnectionRouter({
+      http1: plain,
+      ...(cleartext ? { http2: cleartext } : {}),
+      ...(options.takeStream ? { takeStream: options.takeStream } : {}),
+      silentTimeoutMs: config.headersTimeoutMs,
+    });
+    const route = router.route;
+    // Nagle off, as node:http sets it for its own connections: a stream's events must not wait for ACKs.
+    acceptor = createNetServer({ noDelay: true }, route);
+    protocols = cleartext ? ['h2c', 'http/1.1'] : ['http/1.1'];
   }
   configureHttp1(http1, config);
   answerParserErrorsWithJson(http1);
@@ -118,6 +137,7 @@ export async function startNodeServer(listener: RequestListener, config: Config,
     protocols,
     close: () =>
       new Promise<void>((resolve) => {
+        router?.close();
         acceptor.close(() => resolve());
         // The h1 server behind the sniffing acceptor holds its connections itself.
         if (acceptor !== http1) (http1 as Http1Server).close();

@@ -30,8 +30,9 @@ export class Http1Sink implements StreamSink {
     return this.#response.headersSent;
   }
 
+  /** By the request's socket: a pipelined response has none of its own until the ones before it are sent. */
   get gone(): boolean {
-    return this.#response.destroyed || this.#response.socket?.destroyed !== false;
+    return this.#response.destroyed || this.#response.req.socket?.destroyed !== false;
   }
 
   get bufferedBytes(): number {
