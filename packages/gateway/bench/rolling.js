@@ -86,6 +86,8 @@ function summarise(clients, sent, restarts, conns, rate) {
   let dups = 0;
   let refused = 0;
   const reconnectMs = [];
+  const afterHintMs = [];
+  let retried = 0;
   const perSecond = new Map();
   for (const client of clients) {
     const expected = sent.get(client.topic);
@@ -95,10 +97,13 @@ function summarise(clients, sent, restarts, conns, rate) {
     lost += expected.filter((id) => !seen.has(id)).length;
     refused += client.refused;
     reconnectMs.push(...client.reconnectMs);
+    afterHintMs.push(...client.afterHintMs);
+    retried += client.attempts.filter((n) => n > 1).length;
     for (const at of client.connectAt)
       perSecond.set(Math.floor(at / 1000), (perSecond.get(Math.floor(at / 1000)) ?? 0) + 1);
   }
   reconnectMs.sort((a, b) => a - b);
+  afterHintMs.sort((a, b) => a - b);
   return {
     conns,
     rate,
@@ -109,6 +114,9 @@ function summarise(clients, sent, restarts, conns, rate) {
     reconnects: reconnectMs.length,
     reconnectP50: percentile(reconnectMs, 50),
     reconnectP99: percentile(reconnectMs, 99),
+    afterHintP50: percentile(afterHintMs, 50),
+    afterHintP99: percentile(afterHintMs, 99),
+    retried,
     busiestSecond: Math.max(0, ...perSecond.values()),
     limit: MAX_NEW_CONNECTIONS_PER_SECOND,
     restarts,
@@ -127,6 +135,9 @@ function rollingClient(port, topic) {
     topic,
     ids: [],
     reconnectMs: [],
+    /** Per reconnect: the time beyond the first hint waited (back minus that hint), and connects it took. */
+    afterHintMs: [],
+    attempts: [],
     connectAt: [],
     refused: 0,
     closed: false,
@@ -138,6 +149,8 @@ function rollingClient(port, topic) {
   };
   let retryMs = 1000;
   let endedAt;
+  let hintAtEnd = 0;
+  let attemptsSinceEnd = 0;
   let opened = false;
   return new Promise((resolve, reject) => {
     const open = () => {
@@ -158,13 +171,23 @@ function rollingClient(port, topic) {
           reject(new Error(`rolling client on ${topic}: first stream refused`));
           return;
         }
-        endedAt ??= performance.now();
+        if (endedAt === undefined) {
+          endedAt = performance.now();
+          hintAtEnd = retryMs;
+          attemptsSinceEnd = 0;
+        }
+        attemptsSinceEnd++;
         setTimeout(open, retryMs);
       });
       const onLine = (line) => {
         if (line.startsWith('id: ')) {
           client.ids.push(line.slice(4));
-          if (endedAt !== undefined) client.reconnectMs.push(performance.now() - endedAt);
+          if (endedAt !== undefined) {
+            const backMs = performance.now() - endedAt;
+            client.reconnectMs.push(backMs);
+            client.afterHintMs.push(backMs - hintAtEnd);
+            client.attempts.push(attemptsSinceEnd);
+          }
           endedAt = undefined;
         } else if (line.startsWith('retry: ')) retryMs = Number(line.slice(7));
       };

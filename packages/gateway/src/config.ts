@@ -70,6 +70,11 @@ export interface Config {
   readonly corsOrigins: readonly string[];
   /** Time over which connections are closed on shutdown. Default 10000. */
   readonly drainMs: number;
+  /**
+   * On shutdown, time the node keeps serving (streams flowing, new ones accepted) with /readyz at 503
+   * before it stops accepting and closes streams, so the load balancer has taken it out by then. Default 0.
+   */
+  readonly drainDelayMs: number;
   /** gzip the stream for clients that accept it. Default false. */
   readonly gzip: boolean;
   /** Topics one connection may follow. Default 32. */
@@ -452,6 +457,12 @@ const GENERAL_SETTINGS = {
     parse: origins,
   },
   drainMs: { env: 'DRAIN_MS', default: '10000', doc: 'time over which streams close on shutdown', parse: integer(0) },
+  drainDelayMs: {
+    env: 'DRAIN_DELAY_MS',
+    default: '0',
+    doc: 'on shutdown, time readiness is off while the node still serves, before streams close (the balancer takes it out first)',
+    parse: integer(0),
+  },
   gzip: { env: 'GZIP', default: 'false', doc: 'gzip streams for clients that accept it', parse: boolean },
   maxTopicsPerConnection: {
     env: 'MAX_TOPICS_PER_CONNECTION',

@@ -21,6 +21,12 @@ import { createLogger } from './logger.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { startNodeServer } from './server/node-server.js';
 
+/**
+ * The reconnect delay told to streams closed by a drain behind a balancer (DRAIN_DELAY_MS set), before
+ * RETRY_JITTER; never more than RETRY_MS.
+ */
+const DRAINED_RECONNECT_MS = 250;
+
 export interface Gateway {
   readonly config: Config;
   readonly engine: Engine;
@@ -182,8 +188,23 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     },
     close(drainMs = config.drainMs) {
       closing ??= (async () => {
+        if (config.drainDelayMs > 0) {
+          // The balancer sees /readyz at 503 and stops sending clients here before any stream is closed, so
+          // reconnects go straight to the other nodes instead of to a port that is closing.
+          hub.announceLeaving();
+          logger.info({ drainDelayMs: config.drainDelayMs }, 'readiness off; serving until the drain starts');
+          await reporter.reportNow();
+          await new Promise((resolve) => setTimeout(resolve, config.drainDelayMs));
+        }
         const serverClosed = server.close();
-        const drained = hub.drain(drainMs);
+        // Behind a balancer that has taken the node out (DRAIN_DELAY_MS), a closed stream's reconnect goes
+        // to another node: it need not wait RETRY_MS, as the drain's spread over DRAIN_MS paces them already.
+        const drained = hub.drain(
+          drainMs,
+          config.drainDelayMs > 0
+            ? () => Math.min(hub.retryMs, DRAINED_RECONNECT_MS * (1 + config.retryJitter * Math.random()))
+            : undefined,
+        );
         // The cluster view shows the node as draining while its streams leave.
         await reporter.reportNow();
         await drained;

@@ -1,7 +1,8 @@
 /// <reference types="node" />
 /**
  * The real process: `node packages/gateway/dist/main.js` (build first: `npx tsc -b`). SIGTERM drains
- * (readiness off, no new streams, existing ones closed spread over DRAIN_MS) and exits 0; `--help` prints
+ * (readiness off, no new streams, existing ones closed spread over DRAIN_MS) and exits 0, after serving on
+ * with readiness off for DRAIN_DELAY_MS when that is set; `--help` prints
  * usage; an invalid environment exits 2 listing every problem.
  */
 import { execFile } from 'node:child_process';
@@ -85,6 +86,8 @@ describe('SIGTERM', () => {
       timeoutMs: 20_000,
     });
     for (const stream of streams) expect(stream.ended || stream.error !== undefined).toBe(true);
+    // Without DRAIN_DELAY_MS no balancer is known to have taken the node out: the stream's own hint stands.
+    for (const stream of streams) expect(stream.text).toMatch(/data: before\n\n$/);
     await waitFor(() => clients.every((client) => client.errors >= 1), {
       what: 'every EventSource to see its stream end',
     });
@@ -126,6 +129,53 @@ describe('SIGTERM', () => {
     // connection is a network error it retries, so the client would find another node.
     const gaveUp = clients.filter((client) => client.source.readyState === 2).map((client) => client.errorCodes);
     expect(gaveUp, 'status codes seen by clients that gave up for good').toEqual([]);
+  });
+});
+
+describe('SIGTERM with DRAIN_DELAY_MS', () => {
+  it('turns readiness off first, keeps serving (new streams too) for the delay, then drains with a short reconnect hint', async () => {
+    const DELAY = 1500;
+    const gateway = await spawnGateway({ DRAIN_DELAY_MS: String(DELAY), DRAIN_MS: '300', RETRY_MS: '60000' });
+    const topic = 'shutdown/delay';
+    const before = await rawStream(eventsUrl(gateway.url, topic));
+    await waitFor(() => before.text.includes('retry:'), { what: 'the first stream' });
+
+    const signalledAt = Date.now();
+    gateway.child.kill('SIGTERM');
+    // Readiness off while the port still answers: what a balancer's health check sees.
+    await waitFor(async () => (await statusOrRefused(`${gateway.url}/readyz`)) === 503, {
+      what: '/readyz to answer 503',
+    });
+    // A client the balancer still sends here meanwhile gets a stream, and events flow to both.
+    const during = await rawStream(eventsUrl(gateway.url, topic));
+    expect(during.status).toBe(200);
+    await publishAll(gateway.url, topic, ['during-the-delay']);
+    await waitFor(() => [before, during].every((stream) => stream.text.includes('data: during-the-delay')), {
+      what: 'the event on both streams',
+    });
+    expect(Date.now() - signalledAt).toBeLessThan(DELAY);
+
+    await withDeadline(Promise.all([before.finished, during.finished]), {
+      what: 'both streams to end',
+      timeoutMs: 20_000,
+    });
+    // The balancer has taken the node out: each stream is told to come back soon (250 ms + RETRY_JITTER).
+    for (const stream of [before, during]) {
+      const hint = Number(/retry: (\d+)\n\n$/.exec(stream.text)?.[1]);
+      expect(hint, stream.text.slice(-60)).toBeGreaterThanOrEqual(250);
+      expect(hint).toBeLessThanOrEqual(375);
+    }
+    const { code } = await withDeadline(gateway.exited, { what: 'the process to exit', timeoutMs: 20_000 });
+    expect(code).toBe(0);
+    const announced = gateway.logs.find((line) => line.msg === 'readiness off; serving until the drain starts');
+    const closes = gateway.logs.filter((line) => line.msg === 'connection closed');
+    expect(announced?.drainDelayMs).toBe(DELAY);
+    expect(closes).toHaveLength(2);
+    for (const close of closes) {
+      expect(close.reason).toBe('shutdown');
+      // Nothing closed before the delay was over (log times are the process's own clock).
+      expect(close.time - (announced?.time ?? 0)).toBeGreaterThanOrEqual(DELAY - 50);
+    }
   });
 });
 

@@ -26,6 +26,13 @@ export interface HaproxyConfigOptions {
   readonly extraSections?: string;
 }
 
+/**
+ * How long the template's health checks take to take a replica out once its /readyz answers 503: up to
+ * `inter` (2 s) until the next check, then `fall - 1` more at `fastinter` (500 ms), plus slack for a
+ * loaded machine. Gateways behind it run with this DRAIN_DELAY_MS, so no stream closes before.
+ */
+export const HAPROXY_TAKE_OUT_MS = 3500;
+
 export const HAPROXY_TEMPLATE_PATH = fileURLToPath(new URL('../../../../deploy/haproxy.cfg.template', import.meta.url));
 
 export function renderHaproxyConfig(

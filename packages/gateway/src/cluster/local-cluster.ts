@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureDevCertificate } from '../server/dev-certificate.js';
-import { renderHaproxyConfig } from './haproxy-config.js';
+import { HAPROXY_TAKE_OUT_MS, renderHaproxyConfig } from './haproxy-config.js';
 import { type RedisTopology, startLocalRedis } from './local-redis.js';
 import { delay, freePort, POLL_MS, READY_TIMEOUT_MS, spawnLogged, stopChild, waitForPort } from './processes.js';
 
@@ -101,7 +101,13 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     }
 
     const startNode = async (i: number): Promise<ManagedNode> => {
-      const env = { ...options.env, REDIS_URL: redisUrl, NODE_ID: `gateway${i + 1}` };
+      const env = {
+        // Readiness off and still serving until HAProxy has taken the node out (overridable).
+        DRAIN_DELAY_MS: String(HAPROXY_TAKE_OUT_MS),
+        ...options.env,
+        REDIS_URL: redisUrl,
+        NODE_ID: `gateway${i + 1}`,
+      };
       const fixed = Boolean(options.gatewayBasePort && options.adminBasePort);
       // A probed port is only free right now: another process may bind it before the gateway does. With
       // ports of our own choosing, try others; fixed ports are the caller's to sort out.

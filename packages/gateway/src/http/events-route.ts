@@ -72,7 +72,7 @@ export function createEventsRoute(deps: EventsRouteDeps) {
    */
   const serve = async (exchange: EventsExchange): Promise<void> => {
     const c = exchange.view;
-    const unavailable = hub.draining
+    const unavailable = hub.refusingStreams
       ? new GatewayError(503, 'draining', 'this node is shutting down; reconnect to another', { 'Retry-After': '1' })
       : !engine.isReady()
         ? new GatewayError(503, 'engine_unavailable', 'the event store is unreachable; retry shortly', {

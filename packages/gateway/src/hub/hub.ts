@@ -121,6 +121,7 @@ export class Hub {
   #sweepTimer: NodeJS.Timeout | undefined;
   #lastHeartbeatAt = Date.now();
   #draining = false;
+  #leaving = false;
   #retryMs: number;
   #received = 0;
   /** `topic id` -> encoded event, oldest first (Map order), capped at RECENT_DELIVERIES. */
@@ -169,8 +170,22 @@ export class Hub {
     this.#sweepTimer.unref();
   }
 
+  /** On its way out: readiness off, shown as draining (streams may still be accepted: see leaving). */
   get draining(): boolean {
+    return this.#draining || this.#leaving;
+  }
+
+  /** Whether new streams are refused: the drain has begun. */
+  get refusingStreams(): boolean {
     return this.#draining;
+  }
+
+  /**
+   * Announces the shutdown ahead of the drain (DRAIN_DELAY_MS): readiness turns off so the balancer takes
+   * the node out, while streams keep flowing and the ones it still sends are accepted.
+   */
+  announceLeaving(): void {
+    this.#leaving = true;
   }
 
   get connectionCount(): number {
@@ -339,15 +354,19 @@ export class Hub {
 
   /**
    * Graceful close: stop taking connections, then close the existing ones spread over `drainMs` so their
-   * reconnects land on other nodes without a thundering herd.
+   * reconnects land on other nodes without a thundering herd. With `reconnectHintMs`, each open stream is
+   * told that reconnect delay (a `retry:` line) right before it ends.
    */
-  async drain(drainMs: number): Promise<void> {
+  async drain(drainMs: number, reconnectHintMs?: () => number): Promise<void> {
     this.#draining = true;
     const connections = [...this.#connections];
     const steps = Math.max(1, Math.floor(drainMs / DRAIN_STEP_MS));
     const perStep = Math.ceil(connections.length / steps);
     for (let start = 0; start < connections.length; start += perStep) {
-      for (const connection of connections.slice(start, start + perStep)) connection.close('shutdown');
+      for (const connection of connections.slice(start, start + perStep)) {
+        if (reconnectHintMs) connection.writeRetry(reconnectHintMs());
+        connection.close('shutdown');
+      }
       if (start + perStep < connections.length) await new Promise((resolve) => setTimeout(resolve, DRAIN_STEP_MS));
     }
   }
