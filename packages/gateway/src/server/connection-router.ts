@@ -23,11 +23,13 @@ export interface ConnectionRoutes {
   readonly takeStream?: (socket: Socket, firstBytes: Buffer) => boolean;
   /** A connection silent this long is answered 408 by node:http's clientError handling. */
   readonly silentTimeoutMs: number;
+  /** Told of a stream taker's exception (a bug): the connection is closed, the process goes on. */
+  readonly onTakeError: (error: unknown) => void;
 }
 
 export interface ConnectionRouter {
   route(socket: Socket): void;
-  /** Stops the silent-connection checks. */
+  /** Stops the silent-connection checks and closes the connections that have not sent anything yet. */
   close(): void;
 }
 
@@ -61,7 +63,7 @@ export function createConnectionRouter(routes: ConnectionRoutes): ConnectionRout
         routes.http2.emit('connection', socket);
         return;
       }
-      if (routes.takeStream?.(socket, seen)) return;
+      if (routes.takeStream && takes(socket, seen)) return;
       // The h1 parser reads them from the resumed stream.
       socket.pause();
       socket.unshift(seen);
@@ -82,8 +84,24 @@ export function createConnectionRouter(routes: ConnectionRoutes): ConnectionRout
     socket.on('close', onClose);
   };
 
+  /** Whether the stream taker took the socket; an exception of its own must not end the process. */
+  const takes = (socket: Socket, firstBytes: Buffer): boolean => {
+    try {
+      return routes.takeStream?.(socket, firstBytes) ?? false;
+    } catch (error) {
+      routes.onTakeError(error);
+      socket.destroy();
+      return true;
+    }
+  };
+
   return {
     route,
-    close: () => clearInterval(checker),
+    close: () => {
+      clearInterval(checker);
+      // They have asked for nothing, so nothing is lost; left open they would hold the shutdown up.
+      for (const socket of silent.keys()) socket.destroy();
+      silent.clear();
+    },
   };
 }

@@ -109,6 +109,7 @@ export async function startNodeServer(
       ...(cleartext ? { http2: cleartext } : {}),
       ...(options.takeStream ? { takeStream: options.takeStream } : {}),
       silentTimeoutMs: config.headersTimeoutMs,
+      onTakeError: (error) => logger.error({ err: error }, 'unhandled error taking a connection'),
     });
     const route = router.route;
     // Nagle off, as node:http sets it for its own connections: a stream's events must not wait for ACKs.
