@@ -8,6 +8,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ConnectionRouter, createConnectionRouter } from '../src/server/connection-router.js';
+import { rawExchange } from './support/raw-socket.js';
 import { waitFor } from './support/wait.js';
 
 interface Fixture {
@@ -64,24 +65,13 @@ async function startRouter(
   };
 }
 
-/** Sends `parts` (each its own write, 50 ms apart) and resolves with everything answered until the close. */
-function exchange(port: number, parts: readonly string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    let answer = '';
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => {
-      answer += chunk;
-    });
-    socket.on('error', reject);
-    socket.on('close', () => resolve(answer));
-    socket.once('connect', async () => {
-      for (const [index, part] of parts.entries()) {
-        if (index > 0) await new Promise((done) => setTimeout(done, 50));
-        socket.write(part);
-      }
-    });
-  });
+/** Sends `parts` and resolves with everything answered until the server closed the connection. */
+async function exchange(
+  port: number,
+  parts: readonly string[],
+  beforeNext?: (index: number) => Promise<void>,
+): Promise<string> {
+  return (await rawExchange(port, parts, beforeNext ? { beforeNext } : {})).text;
 }
 
 const GET = 'GET /events?topic=a HTTP/1.1\r\nHost: x\r\n\r\n';
@@ -106,7 +96,12 @@ describe('the connection router', () => {
       return false;
     });
     expect(await exchange(fixture.port, [GET])).toContain('from node:http');
-    expect(await exchange(fixture.port, [GET.slice(0, 9), GET.slice(9)])).toContain('from node:http');
+    expect(
+      await exchange(fixture.port, [GET.slice(0, 9), GET.slice(9)], async () => {
+        // The second part only once the router has offered the first: they must not arrive as one read.
+        await waitFor(() => offered.length === 2, { what: 'the first part to be offered' });
+      }),
+    ).toContain('from node:http');
     expect(offered).toEqual([GET, GET.slice(0, 9)]);
     expect(fixture.served).toEqual(['GET /events?topic=a', 'GET /events?topic=a']);
   });

@@ -4,10 +4,10 @@
  * reads to the same target and the same header values (as the routes see them).
  */
 import { createServer, type IncomingMessage, maxHeaderSize, type Server } from 'node:http';
-import { connect } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRequestHead } from '../src/http/request-head.js';
+import { rawExchange } from './support/raw-socket.js';
 
 const head = (...lines: string[]) => Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
 
@@ -121,19 +121,10 @@ describe('what parseRequestHead accepts, Node reads the same way', () => {
   afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
   /** What Node's server made of `bytes`: its request, or undefined if it refused them. */
-  function nodeReads(bytes: Buffer): Promise<IncomingMessage | undefined> {
-    return new Promise((resolve, reject) => {
-      const before = seen.length;
-      const socket = connect({ host: '127.0.0.1', port });
-      let answer = '';
-      socket.setEncoding('latin1');
-      socket.on('data', (chunk: string) => {
-        answer += chunk;
-      });
-      socket.on('error', reject);
-      socket.on('close', () => resolve(answer.startsWith('HTTP/1.1 204') ? seen[before] : undefined));
-      socket.write(bytes);
-    });
+  async function nodeReads(bytes: Buffer): Promise<IncomingMessage | undefined> {
+    const before = seen.length;
+    const { text } = await rawExchange(port, [bytes]);
+    return text.startsWith('HTTP/1.1 204') ? seen[before] : undefined;
   }
 
   const nameArbitrary = fc.constantFrom(
