@@ -457,11 +457,14 @@ async function stormPhase(redisUrl, { behindHaproxy = false } = {}) {
   }
   console.log('\nWhere the storm time went (from the first connect until all caught up or the timeout)');
   console.log(
-    `| conns | gateway CPU s (${cluster ? 'all 3' : 'CPU 0'}) | bench clients CPU s | accept-queue overflows (host-wide) |`,
+    `| conns | gateway CPU s (${cluster ? 'all 3' : 'CPU 0'}) | bench clients CPU s | accept-queue overflows (host-wide) | gateway RSS MB before / peak${cluster ? ' (sum of 3)' : ''} |`,
   );
-  console.log('| --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- |');
   for (const r of results) {
-    console.log(`| ${r.conns} | ${r.gatewayCpuS.toFixed(1)} | ${r.clientCpuS.toFixed(1)} | ${r.listenOverflows} |`);
+    console.log(
+      `| ${r.conns} | ${r.gatewayCpuS.toFixed(1)} | ${r.clientCpuS.toFixed(1)} | ${r.listenOverflows} | ` +
+        `${r.rssBeforeMb.toFixed(0)} / ${r.peakRssMb.toFixed(0)} |`,
+    );
   }
 }
 

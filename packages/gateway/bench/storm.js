@@ -4,6 +4,7 @@
 // then live), in order, once. The raw baseline keeps no history, so this is judged against the absolute
 // target: all caught up within 5 s.
 
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { createPublisher } from '@sse-gateway/publisher-sdk';
@@ -72,6 +73,7 @@ async function runStorm({ redisUrl, prefix, conns, replay, liveRate, eventBytes,
     const missed = history.slice(OLDER_EVENTS);
 
     const before = load(pids);
+    const memory = sampleRss(pids);
     const live = publishLive(publisher, data, liveRate);
     const storm = openStorm(port, topic, cursor, missed.at(-1), conns);
     clients = storm.clients;
@@ -82,7 +84,7 @@ async function runStorm({ redisUrl, prefix, conns, replay, liveRate, eventBytes,
     const finalId = liveIds.at(-1) ?? missed.at(-1);
     const done = (c) => !c.streaming || c.error !== undefined || c.ids.at(-1) === finalId;
     await waitUntil(() => clients.every(done), LIVE_DRAIN_MS);
-    return { ...summarise(clients, storm, [...missed, ...liveIds], liveIds.length), ...cost };
+    return { ...summarise(clients, storm, [...missed, ...liveIds], liveIds.length), ...cost, ...memory.stop() };
   } finally {
     for (const client of clients) client.socket.destroy();
     await publisher.close();
@@ -190,6 +192,33 @@ function loadSince(before, serverPids) {
     gatewayCpuS: totalCpu(serverPids) - before.gatewayCpu,
     clientCpuS: (clientCpu.user + clientCpu.system) / 1e6,
     listenOverflows: listenOverflows() - before.overflows,
+  };
+}
+
+/**
+ * The gateways' resident memory (summed over `pids`) every 100 ms while the storm runs: what it held before,
+ * and its peak. A storm's memory must stay bounded: replays share bytes, a slow client is cut off.
+ */
+function sampleRss(pids) {
+  const pageKb = (Number(spawnSync('getconf', ['PAGESIZE']).stdout.toString()) || 4096) / 1024;
+  const rssKb = () =>
+    pids.reduce((sum, pid) => {
+      try {
+        return sum + Number(readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) * pageKb;
+      } catch {
+        return sum; // the process is gone
+      }
+    }, 0);
+  const beforeKb = rssKb();
+  let peakKb = beforeKb;
+  const timer = setInterval(() => {
+    peakKb = Math.max(peakKb, rssKb());
+  }, 100);
+  return {
+    stop() {
+      clearInterval(timer);
+      return { rssBeforeMb: beforeKb / 1024, peakRssMb: Math.max(peakKb, rssKb()) / 1024 };
+    },
   };
 }
 

@@ -506,9 +506,11 @@ describe('Sentinel (1 primary, 1 replica, 3 sentinels): 3 gateways, 30 clients, 
       await scenario('SIGKILL of the primary', 'kill', async (mark) => {
         mark();
         await victim.kill('SIGKILL');
-        await group.waitForNewPrimary(previous);
-        await victim.restart();
-        // The sentinels turn the restarted old primary into a replica of the new one.
+        const promoted = await group.waitForNewPrimary(previous);
+        // Back as the new primary's replica, as an orchestrator would start it. Left to the sentinels, the
+        // conversion waits for their next INFO round, and for 30 s more whenever a loaded machine delays
+        // their timer enough to put them in TILT mode: longer than any deadline here.
+        await victim.restart({ replicaOf: promoted });
         await waitFor(() => isSyncedReplica(victim), {
           timeoutMs: CATCH_UP_MS,
           intervalMs: 100,

@@ -35,9 +35,10 @@ export interface RedisNode {
   thaw(): void;
   /**
    * Starts the process again on the same port with the same config file (cluster nodes keep their nodes.conf);
-   * a running node is stopped first (SIGTERM). Resolves once it answers PING.
+   * a running node is stopped first (SIGTERM). Resolves once it answers PING. With `replicaOf`, it starts
+   * as that node's replica (`--replicaof`), as an orchestrator restarts a Sentinel group's old primary.
    */
-  restart(): Promise<void>;
+  restart(options?: { readonly replicaOf?: Address }): Promise<void>;
 }
 
 export interface Address {
@@ -258,10 +259,11 @@ class ManagedNode implements RedisNode {
     this.#frozen = false;
   }
 
-  async restart(): Promise<void> {
+  async restart(options: { readonly replicaOf?: Address } = {}): Promise<void> {
     if (this.#child) await this.kill('SIGTERM');
+    const replicaOf = options.replicaOf ? ['--replicaof', options.replicaOf.host, String(options.replicaOf.port)] : [];
     try {
-      this.adopt(await launchVerified(this.port, this.#args));
+      this.adopt(await launchVerified(this.port, [...this.#args, ...replicaOf]));
     } catch (error) {
       throw new Error(`could not restart ${this.label}: ${(error as Error).message}`);
     }
