@@ -1,6 +1,7 @@
 /**
- * GET /events: validates the request, then writes the SSE response straight to Node's ServerResponse
- * (hono's web-stream SSE helper costs a promise per write per connection) and hands it to the hub.
+ * GET /events: validates the request, then hands the stream to the hub with its exchange's sink (the
+ * socket itself, or Node's response: never hono's web-stream SSE helper, which costs a promise per write
+ * per connection). Refusals are GatewayErrors, or retry-only answers for an EventSource.
  */
 import type { Http2Bindings, HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';

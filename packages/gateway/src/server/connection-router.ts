@@ -49,6 +49,7 @@ export function createConnectionRouter(routes: ConnectionRoutes): ConnectionRout
   }, SILENT_CHECK_INTERVAL_MS);
   checker.unref();
 
+  const { takeStream } = routes;
   const route = (socket: Socket) => {
     let seen: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
@@ -63,7 +64,7 @@ export function createConnectionRouter(routes: ConnectionRoutes): ConnectionRout
         routes.http2.emit('connection', socket);
         return;
       }
-      if (routes.takeStream && takes(socket, seen)) return;
+      if (takeStream && takes(takeStream, socket, seen)) return;
       // The h1 parser reads them from the resumed stream.
       socket.pause();
       socket.unshift(seen);
@@ -85,9 +86,9 @@ export function createConnectionRouter(routes: ConnectionRoutes): ConnectionRout
   };
 
   /** Whether the stream taker took the socket; an exception of its own must not end the process. */
-  const takes = (socket: Socket, firstBytes: Buffer): boolean => {
+  const takes = (taker: NonNullable<ConnectionRoutes['takeStream']>, socket: Socket, firstBytes: Buffer): boolean => {
     try {
-      return routes.takeStream?.(socket, firstBytes) ?? false;
+      return taker(socket, firstBytes);
     } catch (error) {
       routes.onTakeError(error);
       socket.destroy();
